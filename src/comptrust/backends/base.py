@@ -1,0 +1,42 @@
+"""The backend protocol: turn chat messages into completions, in batches.
+
+A backend sees only :class:`~comptrust.types.GenRow` items (messages, decoding
+parameters, the draw index and a per-row seed).  Caching, resume and progress
+live in :mod:`comptrust.backends.cached`, so every backend gets them for free.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from comptrust.types import Completion, GenRow
+
+OnResult = Callable[[int, Completion], None]
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Anything that can complete chat prompts.
+
+    ``fingerprint`` identifies everything that changes the text produced (the
+    weights and compression, the chat template, the backend kind); it is part of
+    every cache key.  ``generate`` must call ``on_result(i, completion)`` as soon
+    as row ``i`` is done, so an interrupted run loses at most one batch.
+    """
+
+    name: str
+    fingerprint: str
+
+    def generate(self, rows: Sequence[GenRow], on_result: OnResult | None = None) -> list[Completion]: ...
+
+    def info(self) -> dict[str, Any]:
+        """What a run records about the backend (model, dtype, batch size, versions)."""
+        ...
+
+
+def row_seed(run_seed: int, sample_id: str, prompt_hash: str, sample_index: int) -> int:
+    """A 63-bit generator seed for one draw, independent of batch composition and order."""
+    digest = hashlib.sha256(f"{run_seed}|{sample_id}|{prompt_hash}|{sample_index}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") & ((1 << 63) - 1)

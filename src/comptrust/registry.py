@@ -1,0 +1,82 @@
+"""Typed registries: one line per perspective, backend, compressor and scorer.
+
+Entries are import paths, loaded on first use, so a heavy optional dependency
+(vLLM, Ray, Detoxify) is imported only by the command that needs it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from typing import Any
+
+from comptrust.errors import ConfigError
+
+# Perspective ids are the module names (docs/perspectives.md); "mmlu" is the benign measure.
+PERSPECTIVES: dict[str, str] = {
+    "toxicity": "comptrust.perspectives.toxicity:ToxicityPerspective",
+    "stereotype": "comptrust.perspectives.stereotype:StereotypePerspective",
+    "adv_glue": "comptrust.perspectives.adv_glue:AdvGluePerspective",
+    "ood": "comptrust.perspectives.ood:OodPerspective",
+    "adv_demonstration": "comptrust.perspectives.adv_demonstration:AdvDemonstrationPerspective",
+    "privacy": "comptrust.perspectives.privacy:PrivacyPerspective",
+    "machine_ethics": "comptrust.perspectives.machine_ethics:MachineEthicsPerspective",
+    "fairness": "comptrust.perspectives.fairness:FairnessPerspective",
+    "mmlu": "comptrust.benign.mmlu:MmluPerspective",
+}
+TRUST_PERSPECTIVES = ("toxicity", "stereotype", "adv_glue", "ood", "adv_demonstration",
+                      "privacy", "machine_ethics", "fairness")
+
+BACKENDS: dict[str, str] = {
+    "hf": "comptrust.backends.hf:HFBackend",
+    "scripted": "comptrust.backends.scripted:ScriptedBackend",
+    "vllm": "comptrust.backends.vllm:VLLMBackend",
+    "openai": "comptrust.backends.openai_api:OpenAIBackend",
+}
+
+COMPRESSORS: dict[str, str] = {
+    "rtn": "comptrust.compression.rtn:RTNCompressor",
+    "gptq": "comptrust.compression.gptq:GPTQCompressor",
+    "awq": "comptrust.compression.awq:AWQCompressor",
+    "magnitude": "comptrust.compression.magnitude:MagnitudeCompressor",
+    "sparsegpt": "comptrust.compression.sparsegpt:SparseGPTCompressor",
+    "wanda": "comptrust.compression.wanda:WandaCompressor",
+}
+
+TOXICITY_SCORERS: dict[str, str] = {
+    "offline": "comptrust.scorers.offline:OfflineToxicityScorer",
+    "perspective": "comptrust.scorers.perspective_api:PerspectiveApiScorer",
+    "detoxify": "comptrust.scorers.detoxify:DetoxifyScorer",
+}
+
+
+def _import(path: str) -> Any:
+    module_name, attr = path.split(":")
+    return getattr(importlib.import_module(module_name), attr)
+
+
+def _implemented(table: dict[str, str]) -> list[str]:
+    """Entries whose module exists in this installation (optional deps may still be absent)."""
+    found = []
+    for key, path in table.items():
+        if importlib.util.find_spec(path.split(":")[0]) is not None:
+            found.append(key)
+    return found
+
+
+def available_perspectives() -> list[str]:
+    return _implemented(PERSPECTIVES)
+
+
+def get_perspective(name: str) -> Any:
+    """An instance of the perspective ``name``; unknown names list the valid ones."""
+    if name not in PERSPECTIVES or name not in available_perspectives():
+        raise ConfigError(f"unknown perspective {name!r}",
+                          f"choose from: {', '.join(available_perspectives())}")
+    return _import(PERSPECTIVES[name])()
+
+
+def get_class(table: dict[str, str], name: str, what: str) -> Any:
+    if name not in table or name not in _implemented(table):
+        raise ConfigError(f"unknown {what} {name!r}", f"choose from: {', '.join(_implemented(table))}")
+    return _import(table[name])

@@ -1,0 +1,229 @@
+"""Persistence: the SQLite generation/score cache and per-run directories.
+
+The cache (WAL mode, one row per generated completion) is what makes runs
+resumable: each completion is committed as soon as its batch finishes, so a
+run killed at any moment restarts where it stopped.  Run directories hold the
+human-readable record of one evaluation, each file written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from comptrust.errors import ConfigError
+from comptrust.paths import cache_db_path
+from comptrust.types import stable_hash
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS generations (
+    key TEXT PRIMARY KEY,
+    model TEXT NOT NULL,
+    perspective TEXT NOT NULL,
+    sample_id TEXT NOT NULL,
+    sample_index INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS generations_model ON generations(model, perspective);
+CREATE TABLE IF NOT EXISTS scores (
+    scorer TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (scorer, key)
+);
+"""
+
+
+def generation_key(model: str, perspective: str, version: int, sample_id: str, prompt_hash: str,
+                   params: dict[str, Any], sample_index: int, seed: int) -> str:
+    """The cache key of one completion (every input that changes its text)."""
+    return stable_hash([model, perspective, version, sample_id, prompt_hash, params, sample_index, seed], 32)
+
+
+class Cache:
+    """SQLite cache of completions and of external scores (e.g. Perspective API)."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = Path(path) if path else cache_db_path()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            raise ConfigError(f"cannot open the cache at {self.path} ({exc})",
+                              "set COMPTRUST_HOME to a writable folder") from exc
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    # ---- generations ------------------------------------------------------------------
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, tuple[str, int, int]]:
+        """``key -> (text, prompt_tokens, completion_tokens)`` for the keys present."""
+        keys = list(keys)
+        found: dict[str, tuple[str, int, int]] = {}
+        for i in range(0, len(keys), 500):
+            chunk = keys[i:i + 500]
+            marks = ",".join("?" * len(chunk))
+            for key, text, pt, ct in self._db.execute(
+                f"SELECT key, text, prompt_tokens, completion_tokens FROM generations WHERE key IN ({marks})",
+                chunk,
+            ):
+                found[key] = (text, pt, ct)
+        return found
+
+    def put(self, key: str, model: str, perspective: str, sample_id: str, sample_index: int,
+            text: str, prompt_tokens: int, completion_tokens: int) -> None:
+        """Store one completion and commit at once (this is the resume point)."""
+        self._db.execute(
+            "INSERT OR REPLACE INTO generations VALUES (?,?,?,?,?,?,?,?,?)",
+            (key, model, perspective, sample_id, sample_index, text, prompt_tokens, completion_tokens,
+             time.time()),
+        )
+
+    # ---- external scores --------------------------------------------------------------
+
+    def get_score(self, scorer: str, key: str) -> Any | None:
+        row = self._db.execute("SELECT value FROM scores WHERE scorer=? AND key=?", (scorer, key)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def put_score(self, scorer: str, key: str, value: Any) -> None:
+        self._db.execute("INSERT OR REPLACE INTO scores VALUES (?,?,?,?)",
+                         (scorer, key, json.dumps(value), time.time()))
+
+    # ---- maintenance ------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        rows = self._db.execute(
+            "SELECT model, perspective, COUNT(*), SUM(completion_tokens) FROM generations "
+            "GROUP BY model, perspective ORDER BY model, perspective"
+        ).fetchall()
+        n_scores = self._db.execute("SELECT COUNT(*) FROM scores").fetchone()[0]
+        size = sum(p.stat().st_size for p in self.path.parent.glob(self.path.name + "*") if p.is_file())
+        return {
+            "path": str(self.path), "bytes": size, "scores": n_scores,
+            "generations": sum(r[2] for r in rows),
+            "by_model": [{"model": m, "perspective": p, "generations": n, "completion_tokens": t or 0}
+                         for m, p, n, t in rows],
+        }
+
+    def clear(self, model: str | None = None, perspective: str | None = None) -> int:
+        """Delete cached generations (all, or one model's / perspective's); returns the count."""
+        where, args = [], []
+        if model:
+            where.append("model = ?")
+            args.append(model)
+        if perspective:
+            where.append("perspective = ?")
+            args.append(perspective)
+        clause = (" WHERE " + " AND ".join(where)) if where else ""
+        n = self._db.execute(f"DELETE FROM generations{clause}", args).rowcount
+        if not where:
+            self._db.execute("DELETE FROM scores")
+        self._db.execute("VACUUM")
+        return n
+
+
+# ---- run directories ----------------------------------------------------------------------
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temp file + rename, so readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def atomic_write_jsonl(path: Path, rows: Iterable[Any]) -> None:
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows))
+
+
+def read_jsonl_file(path: Path) -> Iterator[Any]:
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                yield json.loads(line)
+
+
+class RunDir:
+    """One run's folder: ``spec.json``, ``summary.json`` and per perspective
+    ``<p>/generations.jsonl``, ``<p>/scores.jsonl`` and ``<p>/result.json``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def prepare(self) -> RunDir:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe = self.root / ".write-test"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as exc:
+            raise ConfigError(f"cannot write to output folder {self.root} ({exc.strerror})",
+                              "choose a writable folder with --out") from exc
+        return self
+
+    @property
+    def spec_path(self) -> Path:
+        return self.root / "spec.json"
+
+    @property
+    def summary_path(self) -> Path:
+        return self.root / "summary.json"
+
+    def perspective_dir(self, name: str) -> Path:
+        return self.root / name
+
+    def write_spec(self, spec: dict[str, Any]) -> None:
+        atomic_write_json(self.spec_path, spec)
+
+    def write_perspective(self, name: str, generations: list[dict[str, Any]],
+                          scores: list[dict[str, Any]], result: dict[str, Any]) -> None:
+        d = self.perspective_dir(name)
+        atomic_write_jsonl(d / "generations.jsonl", generations)
+        atomic_write_jsonl(d / "scores.jsonl", scores)
+        atomic_write_json(d / "result.json", result)
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        atomic_write_json(self.summary_path, summary)
+
+    def read_spec(self) -> dict[str, Any]:
+        return json.loads(self.spec_path.read_text(encoding="utf-8"))
+
+    def read_summary(self) -> dict[str, Any]:
+        if not self.summary_path.is_file():
+            raise ConfigError(f"{self.root} has no summary.json",
+                              "point at a folder written by 'comptrust eval' (or finish that run)")
+        return json.loads(self.summary_path.read_text(encoding="utf-8"))
+
+    def read_result(self, name: str) -> dict[str, Any] | None:
+        p = self.perspective_dir(name) / "result.json"
+        return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else None
+
+    def read_scores(self, name: str) -> list[dict[str, Any]]:
+        p = self.perspective_dir(name) / "scores.jsonl"
+        return list(read_jsonl_file(p)) if p.is_file() else []

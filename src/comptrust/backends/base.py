@@ -36,6 +36,17 @@ class Backend(Protocol):
         ...
 
 
+@runtime_checkable
+class LoglikelihoodBackend(Protocol):
+    """A backend that can score given continuations (benign MMLU needs this, not ``generate``).
+
+    ``choice_logprobs(prompts, choices)[i][j]`` is ``log p(choices[j] | prompts[i])``
+    on the raw prompt text (no chat template), summed over the choice's tokens.
+    """
+
+    def choice_logprobs(self, prompts: list[str], choices: list[str]) -> list[list[float]]: ...
+
+
 def row_seed(run_seed: int, sample_id: str, prompt_hash: str, sample_index: int) -> int:
     """A 63-bit generator seed for one draw, independent of batch composition and order."""
     digest = hashlib.sha256(f"{run_seed}|{sample_id}|{prompt_hash}|{sample_index}".encode()).digest()

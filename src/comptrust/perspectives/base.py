@@ -27,7 +27,8 @@ class EvalOptions:
 
     ``limit`` caps records per scenario, ``samples`` overrides ``n`` of sampled
     scenarios, ``scenarios`` restricts which sub-scenarios run, and ``extra``
-    carries perspective-specific options (e.g. ``toxicity_scorer``).
+    carries perspective-specific options (e.g. ``toxicity_scorer``).  ``max_new_tokens``
+    caps every scenario's generation length (cheap runs); it never lengthens one.
     """
 
     limit: int | None = None
@@ -115,7 +116,7 @@ class Perspective(ABC):
         if n > 1 and options.samples is not None:
             n = options.samples
         if options.max_new_tokens is not None:
-            max_tokens = options.max_new_tokens
+            max_tokens = min(max_tokens, options.max_new_tokens)  # a cap, never a lengthening
         return GenParams(max_tokens=max_tokens, temperature=temperature, n=n, seed=options.seed)
 
     def make_sample(self, scenario: str, index: int, messages: list[Message], params: GenParams,

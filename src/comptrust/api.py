@@ -1,0 +1,53 @@
+"""The small Python API the CLI itself uses: load a model, evaluate, read results.
+
+    from comptrust import api
+    backend = api.load_model("smollm2-135m-instruct")
+    summary = api.evaluate(backend, ["stereotype"], smoke=True, limit=4, samples=2)
+    api.read_run(summary["run_dir"])["perspectives"]["stereotype"]["score"]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from comptrust.backends.base import Backend
+from comptrust.data.source import open_source
+from comptrust.errors import ConfigError
+from comptrust.perspectives.base import DEFAULT_PROFILE, EvalOptions
+from comptrust.store import Cache, RunDir
+
+
+def load_model(spec: str, backend: str = "hf", batch_size: int | None = None, chat_template: str | None = None,
+               allow_pickle: bool = False, **kwargs: Any) -> Backend:
+    """A generation backend for ``spec`` (folder, GGUF, alias, hub id, or server model name)."""
+    from comptrust.registry import BACKENDS, get_class
+
+    cls = get_class(BACKENDS, backend, "backend")
+    if backend == "hf":
+        return cls.from_path(spec, batch_size=batch_size, chat_template=chat_template, allow_pickle=allow_pickle,
+                             **kwargs)
+    return cls.from_spec(spec, batch_size=batch_size, chat_template=chat_template, **kwargs)
+
+
+def evaluate(backend: Backend, perspectives: list[str], *, data_dir: str | Path | None = None, smoke: bool = False,
+             hub_revision: str | None = None, limit: int | None = None, samples: int | None = None, seed: int = 0,
+             profile: str = DEFAULT_PROFILE, scenarios: list[str] | None = None,
+             max_new_tokens: int | None = None, out: str | Path | None = None, quiet: bool = True,
+             extra: dict[str, Any] | None = None, cache: Cache | None = None) -> dict[str, Any]:
+    """Evaluate ``perspectives`` and return the run summary (also written to ``out``)."""
+    from comptrust.runner import evaluate as run
+
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--limit must be at least 1 (got {limit})", "omit --limit to use every record")
+    if samples is not None and samples < 1:
+        raise ConfigError(f"--samples must be at least 1 (got {samples})", "omit --samples to use the benchmark's n")
+    options = EvalOptions(limit=limit, samples=samples, seed=seed, profile=profile, scenarios=scenarios,
+                          max_new_tokens=max_new_tokens, extra=dict(extra or {}))
+    data = open_source(data_dir, smoke=smoke, hub_revision=hub_revision)
+    return run(backend, perspectives, data, options, Path(out) if out else None, cache=cache, quiet=quiet)
+
+
+def read_run(run_dir: str | Path) -> dict[str, Any]:
+    """A finished (or partly finished) run's summary."""
+    return RunDir(Path(run_dir)).read_summary()

@@ -1,0 +1,104 @@
+"""Render OpenAI-style messages into a prompt string, as DecodingTrust does for HF models.
+
+DecodingTrust feeds HF models through FastChat-style conversation templates:
+a ``system`` message *replaces* the template's system text, several system
+messages overwrite each other (only the last survives), user/assistant turns
+alternate.  We apply the same semantics to the model's own chat template
+(``--chat-template model``, the default) and offer DecodingTrust's ``llama-2``
+and ``vicuna_v1.1`` templates verbatim, since the paper's models used them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from comptrust.errors import ConfigError
+from comptrust.types import Message
+
+LLAMA2_DEFAULT_SYSTEM = (
+    "<s>[INST] <<SYS>>\nYou are a helpful, respectful and honest assistant. Always answer as helpfully as "
+    "possible, while being safe. Your answers should not include any harmful, unethical, racist, sexist, "
+    "toxic, dangerous, or illegal content. Please ensure that your responses are socially unbiased and "
+    "positive in nature.\n\nIf a question does not make any sense, or is not factually coherent, explain "
+    "why instead of answering something not correct. If you don't know the answer to a question, please "
+    "don't share false information.\n<</SYS>>\n\n"
+)
+VICUNA_DEFAULT_SYSTEM = (
+    "A chat between a curious user and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the user's questions."
+)
+TEMPLATES = ("model", "llama-2", "vicuna_v1.1")
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """Messages after DecodingTrust's system-message semantics: one system text (or None)."""
+
+    system: str | None
+    turns: tuple[Message, ...]
+
+
+def collapse(messages: Sequence[Message]) -> Conversation:
+    """Apply 'last system message wins' and keep user/assistant turns in order."""
+    system: str | None = None
+    turns: list[Message] = []
+    for m in messages:
+        role = m["role"]
+        if role == "system":
+            system = m["content"]
+        elif role in ("user", "assistant"):
+            turns.append({"role": role, "content": m["content"]})
+        else:
+            raise ConfigError(f"unknown chat role {role!r}", "use system, user or assistant")
+    return Conversation(system, tuple(turns))
+
+
+def render_llama2(conv: Conversation) -> str:
+    """DecodingTrust's ``llama-2`` template (SeparatorStyle.LLAMA2).
+
+    The system text holds the whole ``<s>[INST] <<SYS>>...`` header, so a custom
+    system prompt yields custom text + first user message + ``[/INST]`` — a quirk
+    of the reference implementation that we reproduce on purpose.
+    """
+    system = LLAMA2_DEFAULT_SYSTEM if conv.system is None else conv.system
+    roles = ("[INST]", "[/INST]")
+    seps = (" ", " </s><s>")
+    out = ""
+    turns = list(conv.turns) + [{"role": "assistant", "content": ""}]
+    for i, turn in enumerate(turns):
+        message = turn["content"]
+        if message:
+            out += system + message if i == 0 else roles[i % 2] + " " + message + seps[i % 2]
+        else:
+            out += roles[i % 2]
+    return out
+
+
+def render_vicuna(conv: Conversation) -> str:
+    """DecodingTrust's ``vicuna_v1.1`` template (SeparatorStyle.ADD_COLON_TWO)."""
+    system = VICUNA_DEFAULT_SYSTEM if conv.system is None else conv.system
+    roles = ("USER", "ASSISTANT")
+    seps = (" ", "</s>")
+    out = system + seps[0]
+    turns = list(conv.turns) + [{"role": "assistant", "content": ""}]
+    for i, turn in enumerate(turns):
+        message = turn["content"]
+        out += f"{roles[i % 2]}: {message}{seps[i % 2]}" if message else f"{roles[i % 2]}:"
+    return out
+
+
+def render(messages: Sequence[Message], template: str, tokenizer=None) -> str:
+    """The prompt text for ``messages`` under ``template`` ("model" uses the tokenizer's template)."""
+    conv = collapse(messages)
+    if template == "llama-2":
+        return render_llama2(conv)
+    if template == "vicuna_v1.1":
+        return render_vicuna(conv)
+    if template != "model":
+        raise ConfigError(f"unknown chat template {template!r}", f"choose one of: {', '.join(TEMPLATES)}")
+    if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+        raise ConfigError("this model has no chat template",
+                          "pass --chat-template llama-2 or --chat-template vicuna_v1.1")
+    msgs = ([{"role": "system", "content": conv.system}] if conv.system is not None else []) + list(conv.turns)
+    return tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)

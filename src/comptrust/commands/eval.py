@@ -1,0 +1,74 @@
+"""``comptrust eval MODEL``: run perspectives on one model and write a run directory."""
+
+from __future__ import annotations
+
+import argparse
+
+from comptrust.commands._common import add_profile, common_parser, parse_key_values, print_summary
+from comptrust.registry import PERSPECTIVES, TRUST_PERSPECTIVES
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", parents=[common_parser()], help="evaluate a model on DecodingTrust perspectives",
+                       description="Evaluate MODEL (folder, .gguf, hub id or 'smollm2-135m-instruct').")
+    p.add_argument("model")
+    p.add_argument("--perspectives", default="all",
+                   help=f"comma-separated ids or 'all' ({', '.join(TRUST_PERSPECTIVES)})")
+    p.add_argument("--benign", default=None, help="benign capability measure to add, e.g. 'mmlu'")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--data-dir", help="folder laid out like DecodingTrust's data/ (default: the hub)")
+    src.add_argument("--smoke", action="store_true", help="comptrust's tiny smoke suite (offline; not the benchmark)")
+    p.add_argument("--hub-revision", help="DecodingTrust hub dataset revision to pin")
+    p.add_argument("--scenarios", help="comma-separated sub-scenarios (default: all scored ones)")
+    p.add_argument("--limit", type=int, help="at most N records per scenario (cheap runs)")
+    p.add_argument("--samples", type=int, help="samples per prompt for sampled scenarios (benchmark: 25)")
+    p.add_argument("--max-new-tokens", type=int, help="cap every scenario's generation length")
+    p.add_argument("--seed", type=int, default=0)
+    add_profile(p)
+    p.add_argument("--out", help="run directory (default: comptrust-runs/<model>-<run id>)")
+    p.add_argument("--backend", default="hf", help="hf (default), vllm or openai")
+    p.add_argument("--batch-size", type=int, help="generation batch size (default: automatic)")
+    p.add_argument("--chat-template", choices=("model", "llama-2", "vicuna_v1.1"),
+                   help="prompt format: the model's own (default) or DecodingTrust's llama-2 / vicuna_v1.1")
+    p.add_argument("--allow-pickle", action="store_true", help="load pickle .bin weights (runs code: trusted only)")
+    p.add_argument("--toxicity-scorer", default="offline", help="offline (default), perspective or detoxify")
+    p.add_argument("--option", action="append", metavar="KEY=VALUE",
+                   help="perspective-specific option, e.g. ethics_train_file=cm_train.csv (repeatable)")
+    p.set_defaults(func=run)
+
+
+def selected_perspectives(spec: str, benign: str | None) -> list[str]:
+    from comptrust.errors import ConfigError
+    from comptrust.registry import available_perspectives
+
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    if names == ["all"]:
+        names = [n for n in TRUST_PERSPECTIVES if n in available_perspectives()]
+    for name in names:
+        if name not in PERSPECTIVES or name not in available_perspectives():
+            raise ConfigError(f"unknown perspective {name!r}", f"choose from: {', '.join(available_perspectives())}")
+    if benign:
+        names += [b.strip() for b in benign.split(",") if b.strip() and b.strip() not in names]
+    return names
+
+
+def run(args: argparse.Namespace) -> int:
+    from comptrust import api
+
+    perspectives = selected_perspectives(args.perspectives, args.benign)
+    extra = parse_key_values(args.option)
+    extra.setdefault("toxicity_scorer", args.toxicity_scorer)
+    if args.limit is not None and args.limit < 1:
+        from comptrust.errors import ConfigError
+
+        raise ConfigError(f"--limit must be at least 1 (got {args.limit})", "omit --limit to use every record")
+    backend = api.load_model(args.model, backend=args.backend, batch_size=args.batch_size,
+                             chat_template=args.chat_template, allow_pickle=args.allow_pickle)
+    summary = api.evaluate(
+        backend, perspectives, data_dir=args.data_dir, smoke=args.smoke, hub_revision=args.hub_revision,
+        limit=args.limit, samples=args.samples, seed=args.seed, profile=args.profile,
+        scenarios=args.scenarios.split(",") if args.scenarios else None, max_new_tokens=args.max_new_tokens,
+        out=args.out, quiet=args.quiet, extra=extra,
+    )
+    print_summary(summary, args.quiet)
+    return 0

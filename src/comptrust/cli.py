@@ -20,6 +20,9 @@ COMMANDS = [
     "comptrust.commands.score",
     "comptrust.commands.demo",
     "comptrust.commands.cache",
+    "comptrust.commands.compress",
+    "comptrust.commands.inspect",
+    "comptrust.commands.report",
 ]
 
 

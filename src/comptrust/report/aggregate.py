@@ -93,6 +93,7 @@ class Variant:
     cells: dict[str, Cell] = field(default_factory=dict)
     refusals: dict[str, Cell] = field(default_factory=dict)
     deltas: dict[str, Delta] = field(default_factory=dict)
+    size_hint: int | None = None  # dense weights size as recorded in a compressed model's manifest
 
     @property
     def is_dense(self) -> bool:
@@ -105,6 +106,8 @@ class Variant:
     def efficiency(self) -> dict[str, Any]:
         first = self.runs[0]
         sizes = [r.size_bytes for r in self.runs if r.size_bytes is not None]
+        if not sizes and self.size_hint is not None:
+            sizes = [self.size_hint]
         times = [r.compression_seconds for r in self.runs if r.compression_seconds is not None]
         tps = [t for t in (r.tokens_per_second() for r in self.runs) if t is not None]
         return {"method": first.method or ("none" if first.is_dense else None), "bits": first.bits,
@@ -179,6 +182,9 @@ def group_runs(runs: list[Run]) -> list[Base]:
             variant.runs.append(run)
     for base in bases:
         base.variants.sort(key=lambda v: not v.is_dense)
+        if base.dense is not None:
+            hints = [r.base_info.get("size_bytes") for v in base.variants for r in v.runs if not r.is_dense]
+            base.dense.size_hint = next((h for h in hints if isinstance(h, int)), None)
         labels = [v.label for v in base.variants]
         for v in base.variants:
             if labels.count(v.label) > 1:  # two configs that describe alike: tell them apart
@@ -252,7 +258,8 @@ def build_table(run_dirs: list[Path], n_bootstrap: int = 500, seed: int = 0) -> 
     runs = load_runs(run_dirs)
     shared = check_comparable(runs)
     bases = group_runs(runs)
-    notes: list[str] = []
+    notes = [f"Run {r.path.name} did not finish; perspectives it had not reached show as missing."
+             for r in runs if r.summary.get("finished") is False]
     seconds: dict[str, float] = {}
     for base in bases:
         for variant in base.variants:
@@ -262,6 +269,9 @@ def build_table(run_dirs: list[Path], n_bootstrap: int = 500, seed: int = 0) -> 
             notes.append(f"No dense run of base model {base.name} was given, so {labels} "
                          "has no deltas (pass the dense model's run folder too).")
             continue
+        if len(base.variants) == 1:
+            notes.append(f"Only the dense model {base.name} was given: pass run folders of its compressed "
+                         "variants too to see changes, intervals and a recommendation.")
         reps: dict[str, dict[str, np.ndarray]] = {}
         boots: dict[str, BootstrapResult] = {}
         if n_bootstrap > 0 and len(base.variants) > 1:

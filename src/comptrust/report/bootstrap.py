@@ -120,10 +120,10 @@ def bootstrap_perspective(name: str, runs: list[Run], n_resamples: int, seed: in
         reps = {str(run.path): np.full(n_resamples, np.nan) for run, _, _ in members}
         per_run = {str(run.path): _layout(perspective, run.scored(name)) for run, _, _ in members}
         for b in range(n_resamples):
-            draws = {s: rng.integers(0, n, size=n) for s, n in sizes.items()}
+            draws = {s: rng.integers(0, n, size=n).tolist() for s, n in sizes.items()}
             for run, options, profile in members:
                 strata = per_run[str(run.path)]
-                sample = [strata[s][i] for s, idx in draws.items() for i in idx]
+                sample = [item for s, idx in draws.items() for item in map(strata[s].__getitem__, idx)]
                 try:
                     reps[str(run.path)][b] = _score(perspective, sample, profile, options)
                 except Exception:  # a resample that lost a sub-group: counted as invalid  # noqa: BLE001

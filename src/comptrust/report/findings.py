@@ -59,7 +59,8 @@ def variant_findings(v: Variant, dense: Variant) -> list[str]:
         out.append(f"{v.label}: no confidence intervals, so changes cannot be told from noise; the largest "
                    f"change is {v.deltas[biggest].value:+.1f} points of {TITLES[biggest]}.")
     elif not drops and not gains:
-        out.append(f"{v.label} stays within the dense model's interval on all {len(with_ci)} measures compared "
+        scope = "the one measure" if len(with_ci) == 1 else f"all {len(with_ci)} measures"
+        out.append(f"{v.label} stays within the dense model's interval on {scope} compared "
                    "(every 95% interval of the change includes zero).")
     else:
         parts = []

@@ -26,6 +26,7 @@ METHOD_NAMES = {"rtn": "RTN", "gptq": "GPTQ", "awq": "AWQ", "magnitude": "Magnit
 
 # Manifest keys that differ between two compressions of the same configuration
 # (calibration seed, measured size and time, provenance); they do not define a variant.
+_DTYPE_BITS = {"float32": 32, "bfloat16": 16, "float16": 16, "float64": 64}
 _VOLATILE_KEYS = {"seed", "calibration_seed", "size_bytes", "wall_time_s", "time_s", "created", "created_at",
                   "timestamp", "versions", "library_versions", "output", "output_dir", "path", "fingerprint",
                   "model_hash", "hash", "host", "device"}
@@ -100,78 +101,114 @@ class Run:
         return str(name) if name is not None else self.run_id
 
     @property
+    def base_info(self) -> dict[str, Any]:
+        """The manifest's description of the dense model (``base_model``: name, weights hash, size)."""
+        info = self.manifest.get("base_model") if self.manifest else None
+        return info if isinstance(info, dict) else {}
+
+    @property
     def base_name(self) -> str:
         """The dense model this run derives from (itself when dense)."""
         if self.manifest:
-            name = _first(self.manifest, "base_model", "base_model_name", "base")
+            name = _first(self.base_info, "name", "path")
+            if name is None and isinstance(self.manifest.get("base_model"), str):
+                name = self.manifest["base_model"]
             if name is not None:
                 return str(name)
         return self.model_name
 
     def base_hashes(self) -> set[str]:
-        """Content fingerprints of the base weights (the reliable way to match dense and compressed)."""
+        """Content hashes of the dense weights: the reliable way to match dense and compressed runs."""
         keys = {_first(self.model, "base_fingerprint")}
         if self.manifest:
-            keys.add(_first(self.manifest, "base_model_hash", "base_fingerprint", "base_hash"))
+            keys.add(_first(self.base_info, "weights_sha256", "fingerprint"))
+            keys.add(_first(self.manifest, "base_model_hash", "base_fingerprint"))
         else:
-            keys.add(_first(self.model, "fingerprint"))
+            keys.add(_first(self.model, "weights_sha256"))
         return {str(k) for k in keys if k}
 
     def base_names(self) -> set[str]:
-        return {self.base_name.rstrip("/").lower()}
+        return {self.base_name.rstrip("/").split("/")[-1].lower()}
 
     @property
     def seed(self) -> Any:
-        return _first(self.manifest, "seed", "calibration_seed") if self.manifest else self.summary.get("seed")
+        if self.manifest:
+            return _first(self.manifest, "seed") if "seed" in self.manifest else _first(self._params, "seed")
+        return self.summary.get("seed")
 
     def config_key(self) -> str:
-        """What defines the variant: the manifest without seeds, sizes and timings."""
+        """What defines the variant: the compression config without its seed (seeds are repeats)."""
         if self.manifest is None:
             return "dense"
-        return stable_hash(_strip_volatile(self.manifest), 10)
+        config = self.manifest.get("config")
+        source = config if isinstance(config, dict) else self.manifest
+        return stable_hash(_strip_volatile(source), 10)
 
     # ---- compression description ----------------------------------------------------------
 
     @property
+    def _params(self) -> dict[str, Any]:
+        """Flat compression parameters: the manifest's ``params`` over ``config`` over its top level."""
+        if not self.manifest:
+            return {}
+        merged = {k: v for k, v in self.manifest.items() if not isinstance(v, dict)}
+        for key in ("config", "params"):
+            if isinstance(self.manifest.get(key), dict):
+                merged.update(self.manifest[key])
+        return merged
+
+    @property
     def method(self) -> str | None:
-        return _first(self.manifest, "method", "compressor") if self.manifest else None
+        return _first(self._params, "method", "compressor") if self.manifest else None
 
     @property
     def bits(self) -> float | None:
         if self.manifest is None:
-            return _first(self.model, "bits")
-        return _first(self.manifest, "bits", "w_bits", "num_bits", "weight_bits")
+            dtype = str(self.model.get("dtype") or "")
+            return next((b for key, b in _DTYPE_BITS.items() if key in dtype), None)
+        return _first(self._params, "bits", "w_bits", "num_bits", "weight_bits")
+
+    @property
+    def group_size(self) -> Any:
+        return _first(self._params, "group_size")
 
     @property
     def sparsity(self) -> float | None:
         """Target sparsity as a fraction (a manifest may write 50 or 0.5)."""
-        value = _first(self.manifest, "sparsity", "target_sparsity", "measured_sparsity")
-        if value is None:
+        value = _first(self._params, "sparsity", "target_sparsity")
+        if not isinstance(value, int | float):
             return None
-        value = float(value)
-        return value / 100 if value > 1 else value
+        return value / 100 if value > 1 else float(value)
 
     @property
     def pattern(self) -> str | None:
-        return normalise_pattern(_first(self.manifest, "pattern", "mask_structure", "structure"))
+        return normalise_pattern(_first(self._params, "pattern", "mask_structure", "structure"))
 
     @property
     def size_bytes(self) -> int | None:
-        source = self.manifest if self.manifest else self.model
-        return _first(source, "size_bytes")
+        """Weights on disk: the manifest's measure, or the dense folder's weight files."""
+        if self.manifest:
+            return _first(self.manifest, "weights_size_bytes", "size_bytes")
+        size = _first(self.model, "size_bytes", "weights_size_bytes")
+        if size is None and self.model.get("path") and Path(self.model["path"]).is_dir():
+            files = [p for p in Path(self.model["path"]).iterdir() if p.suffix in (".safetensors", ".bin")]
+            size = sum(p.stat().st_size for p in files) or None
+        return size
 
     @property
     def compression_seconds(self) -> float | None:
         return _first(self.manifest, "wall_time_s", "time_s") if self.manifest else None
 
     def describe(self) -> str:
-        """A short label such as ``GPTQ 4-bit`` or ``Wanda 50% 2:4``."""
+        """A short label such as ``GPTQ 4-bit g128`` or ``Wanda 50% 2:4``."""
         if self.is_dense:
             return f"{self.model_name.rstrip('/').split('/')[-1]} (dense)"
         method = str(self.method or "compressed")
         parts = [METHOD_NAMES.get(method.lower(), method)]
         if self.bits is not None:
             parts.append(f"{self.bits:g}-bit")
+            if isinstance(self.group_size, int):
+                parts.append(f"g{self.group_size}")
         if self.sparsity is not None:
             parts.append(f"{self.sparsity * 100:g}%")
         if self.pattern:

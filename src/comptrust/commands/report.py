@@ -1,0 +1,40 @@
+"""``comptrust report RUN_DIR... --out DIR``: compare dense and compressed runs."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from comptrust.commands._common import common_parser
+from comptrust.report import DEFAULT_BOOTSTRAP
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "report", parents=[common_parser()],
+        help="compare dense and compressed runs: HTML, Markdown, CSV and JSON report",
+        description="Aggregate run folders into one report: a table per base model (dense first), deltas vs "
+                    "dense with bootstrap 95% intervals, figures, findings and the paper's numbers.")
+    p.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR",
+                   help="run folders written by 'comptrust eval' (dense and compressed models)")
+    p.add_argument("--out", required=True, type=Path, help="folder for report.html, report.md, scores.csv/json")
+    p.add_argument("--bootstrap", type=int, default=DEFAULT_BOOTSTRAP, metavar="N",
+                   help=f"bootstrap resamples per perspective; 0 turns intervals off (default {DEFAULT_BOOTSTRAP})")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling (default 0)")
+    p.add_argument("--top", type=int, default=3, metavar="K",
+                   help="drill-down: samples shown per perspective whose outcome changed most (default 3)")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from comptrust.report.build import write_report
+
+    paths = write_report(args.run_dirs, args.out, n_bootstrap=args.bootstrap, seed=args.seed,
+                         top_samples=args.top)
+    if getattr(args, "quiet", False):
+        print(paths["html"])
+        return 0
+    for kind in ("html", "markdown", "csv", "json"):
+        print(f"{kind:>8}: {paths[kind]}")
+    return 0

@@ -1,0 +1,186 @@
+"""Rendering: the table, findings and drill-down as one self-contained HTML page and as Markdown.
+
+Model outputs and benchmark data are untrusted text.  The HTML environment
+autoescapes everything (``autoescape=True``), the page carries a Content
+Security Policy that forbids scripts outright, and the page has no JavaScript,
+so even a rendering mistake could not run planted code.  The Markdown report
+puts untrusted text in code fences longer than any backtick run inside it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+from comptrust.report.aggregate import AVERAGE, Cell, Delta, Table, Variant
+from comptrust.report.findings import TITLES
+from comptrust.report.paper import CITATION, COLUMNS
+from comptrust.report.runs import MEASURES
+
+TEMPLATES = Path(__file__).with_name("templates")
+MISSING = "—"
+
+
+def fmt_cell(cell: Cell | None) -> dict[str, Any]:
+    """``{"text", "missing", "title"}`` for a score cell; missing stays missing, never 0."""
+    if cell is None or cell.mean is None:
+        return {"text": MISSING, "missing": True, "title": "missing: not scored in this run"}
+    text = f"{cell.mean:.1f}" if cell.std is None else f"{cell.mean:.1f} ± {cell.std:.1f}"
+    notes = []
+    if len(cell.values) < cell.n_runs:
+        text += f" ({len(cell.values)}/{cell.n_runs})"
+        notes.append(f"only {len(cell.values)} of {cell.n_runs} runs have this score")
+    if cell.partial:
+        text += " †"
+        notes.append("partial: missing " + (", ".join(cell.missing) or "some parts"))
+    if cell.ci:
+        notes.append(f"95% CI {cell.ci[0]:.1f} to {cell.ci[1]:.1f}")
+    return {"text": text, "missing": False, "title": "; ".join(notes)}
+
+
+def fmt_delta(delta: Delta | None) -> dict[str, Any]:
+    """``text`` (one line, for Markdown) and ``main`` + ``ci`` (two lines, for HTML) of a change."""
+    if delta is None:
+        return {"text": MISSING, "main": MISSING, "ci": "", "missing": True, "cls": "missing",
+                "title": "not compared"}
+    main = f"{delta.value:+.1f}"
+    if delta.std is not None:
+        main += f" ± {delta.std:.1f}"
+    cls = "flat"
+    if delta.significant:
+        cls = "drop" if delta.value < 0 else "gain"
+        main += " ▼" if delta.value < 0 else " ▲"
+    ci = f"[{delta.ci[0]:+.1f}, {delta.ci[1]:+.1f}]" if delta.ci else ""
+    title = delta.note or ("95% CI excludes 0" if delta.significant else
+                           "95% CI includes 0" if delta.ci else "no interval")
+    if delta.paired is False:
+        title += "; unpaired bootstrap (runs scored different samples)"
+    return {"text": f"{main} {ci}".strip(), "main": main, "ci": ci, "missing": False, "cls": cls, "title": title}
+
+
+def fmt_size(n: float | None) -> str:
+    if n is None:
+        return MISSING
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return MISSING
+
+
+def _fmt_eff(v: Variant) -> dict[str, str]:
+    e = v.efficiency()
+    shape = []
+    if e["bits"] is not None:
+        shape.append(f"{e['bits']:g} bits")
+    if e["sparsity"] is not None:
+        shape.append(f"{e['sparsity'] * 100:g}% sparse" + (f" ({e['pattern']})" if e["pattern"] else ""))
+    return {"method": str(e["method"] or MISSING), "shape": ", ".join(shape) or MISSING,
+            "size": fmt_size(e["size_bytes"]),
+            "time": MISSING if e["compression_s"] is None else f"{e['compression_s']:.1f} s",
+            "tps": MISSING if e["tokens_per_s"] is None else f"{e['tokens_per_s']:.1f}"}
+
+
+def _scorer_text(info: Any) -> str:
+    if isinstance(info, dict):
+        return ", ".join(f"{k}: {v}" for k, v in sorted(info.items()))
+    return MISSING if info is None else str(info)
+
+
+def _b64(png: bytes | None) -> str | None:
+    return None if png is None else "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def build_context(table: Table, found: dict[str, Any], paper: list[dict[str, Any]],
+                  drill: dict[str, list[dict[str, Any]]], figures: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Everything the templates show, already formatted (templates only lay it out)."""
+    columns = [{"id": m, "title": COLUMNS[m]} for m in (*MEASURES, AVERAGE)]
+    bases = []
+    for i, base in enumerate(table.bases):
+        figs = figures.get(base.name, {})
+        bases.append({
+            "name": base.name, "anchor": f"base-{i}",
+            "rows": [{"label": v.label, "dense": v.is_dense, "runs": [r.path.name for r in v.runs],
+                      "cells": [fmt_cell(v.cells.get(m)) for m in (*MEASURES, AVERAGE)],
+                      "refusals": [fmt_cell(v.refusals.get(m)) for m in MEASURES],
+                      "eff": _fmt_eff(v)} for v in base.variants],
+            "deltas": [{"label": v.label, "cells": [fmt_delta(v.deltas.get(m)) for m in (*MEASURES, AVERAGE)]}
+                       for v in base.variants if not v.is_dense and base.dense is not None],
+            "radars": [{"label": f["label"], "src": _b64(f["png"]), "file": f.get("file")}
+                       for f in figs.get("radars", [])],
+            "bars": ({"src": _b64(figs["bars"]["png"]), "file": figs["bars"].get("file")}
+                     if figs.get("bars") else None),
+            "drill": [{**d, "perspectives": [{**p, "title": TITLES[p["perspective"]]} for p in d["perspectives"]]}
+                      for d in drill.get(base.name, [])],
+            "paper": paper[i] if i < len(paper) else None,
+        })
+    settings = table.settings
+    return {
+        "title": "comptrust report: compressed vs dense",
+        "profile": settings.get("profile") or MISSING,
+        "scorers": [{"perspective": COLUMNS.get(p, p), "scorer": _scorer_text(s)}
+                    for p, s in settings.get("scorers", {}).items()],
+        "data": ", ".join(settings.get("data") or []) or MISSING,
+        "bootstrap": settings.get("bootstrap_resamples"), "seed": settings.get("bootstrap_seed"),
+        "columns": columns, "refusal_columns": columns[:len(MEASURES)], "bases": bases,
+        "findings": found["findings"], "recommendations": found["recommendations"], "caveats": found["caveats"],
+        "citation": CITATION, "missing": MISSING,
+    }
+
+
+# ---- environments ---------------------------------------------------------------------------
+
+
+def html_env() -> Environment:
+    """Autoescape ON for every template: nothing in a report is trusted markup."""
+    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True, undefined=StrictUndefined,
+                      trim_blocks=True, lstrip_blocks=True)
+    env.filters["num"] = lambda x: MISSING if x is None else f"{x:.1f}"
+    env.filters["signed"] = lambda x: MISSING if x is None else f"{x:+.1f}"
+    return env
+
+
+def md_cell(text: Any) -> str:
+    """Text safe inside a Markdown table cell (no pipes, no newlines, no raw HTML)."""
+    text = MISSING if text is None else str(text)
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return re.sub(r"\s+", " ", text.replace("|", "\\|")).strip()
+
+
+def md_fence(text: Any) -> str:
+    """A fenced code block that no backtick run inside ``text`` can close."""
+    text = text if isinstance(text, str) else json.dumps(text, ensure_ascii=False)
+    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}text\n{text}\n{fence}"
+
+
+def md_env() -> Environment:
+    # Markdown is not HTML: escaping is done explicitly by the md_cell / md_fence filters.
+    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=False,  # noqa: S701
+                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters["cell"] = md_cell
+    env.filters["fence"] = md_fence
+    env.filters["num"] = lambda x: MISSING if x is None else f"{x:.1f}"
+    env.filters["signed"] = lambda x: MISSING if x is None else f"{x:+.1f}"
+    return env
+
+
+def render_html(context: dict[str, Any]) -> str:
+    return html_env().get_template("report.html.j2").render(**context)
+
+
+def render_markdown(context: dict[str, Any]) -> str:
+    return md_env().get_template("report.md.j2").render(**context)
+
+
+def write_report(run_dirs: list[Path], out_dir: Path, **kwargs: Any) -> dict[str, Path]:
+    """Entry point kept here for ``comptrust demo``; see :func:`comptrust.report.build.write_report`."""
+    from comptrust.report.build import write_report as _write
+
+    return _write(run_dirs, out_dir, **kwargs)

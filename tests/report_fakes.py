@@ -1,0 +1,116 @@
+"""Fabricated run folders for report tests, in the exact format the runner writes.
+
+``FakeAccuracy`` is a tiny perspective (score = % correct, two scenarios that
+must both be present) that tests register under real perspective ids by
+monkeypatching ``comptrust.registry.PERSPECTIVES``, so the report's bootstrap
+re-aggregates through the registry exactly as it does for real perspectives.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from comptrust.perspectives.base import Perspective
+from comptrust.types import GenParams, PerspectiveResult, Sample, ScoredSample
+
+PARAMS = GenParams(max_tokens=8)
+
+
+class FakeAccuracy(Perspective):
+    """Score = 100 x share of samples answered correctly; needs both scenarios."""
+
+    name = "fake"
+    version = 1
+    scenarios = ("a", "b")
+
+    def load_records(self, data, scenario, options):  # pragma: no cover - reports never load data
+        raise NotImplementedError
+
+    def sample_from_record(self, scenario, record, index, options):  # pragma: no cover
+        raise NotImplementedError
+
+    def score(self, sample: Sample, responses: list[str], profile: str) -> dict[str, Any]:
+        return {"correct": responses[0] == sample.target, "refused": responses[0] == "I refuse."}
+
+    def aggregate(self, scored: list[ScoredSample], profile: str, options=None) -> PerspectiveResult:
+        present = {s.sample.scenario for s in scored}
+        missing = [s for s in self.scenarios if s not in present]
+        if missing:  # a stratified bootstrap must never get here
+            return PerspectiveResult(self.name, self.version, profile, None, None, partial=True, missing=missing)
+        correct = sum(s.outcome["correct"] for s in scored) / len(scored)
+        refused = sum(s.outcome["refused"] for s in scored) / len(scored)
+        return PerspectiveResult(self.name, self.version, profile, 100 * correct, 100 * refused,
+                                 n_samples=len(scored))
+
+
+def dense_model(name: str = "tiny-llama", sha: str = "base-sha") -> dict[str, Any]:
+    return {"backend": "hf", "fingerprint": f"hf-{sha}-tmpl-float32", "name": name, "weights_sha256": sha,
+            "dtype": "torch.float32", "compression": None}
+
+
+def compressed_model(method: str = "gptq", bits: int | None = 4, seed: int = 0, base_sha: str = "base-sha",
+                     sparsity: float | None = None, pattern: str | None = None,
+                     base_name: str = "tiny-llama") -> dict[str, Any]:
+    config: dict[str, Any] = {"method": method, "seed": seed}
+    if bits is not None:
+        config.update(bits=bits, group_size=128)
+    if sparsity is not None:
+        config.update(sparsity=sparsity, pattern=pattern or "unstructured")
+    manifest = {"format": "comptrust-artifact", "method": method, "config": config, "params": dict(config),
+                "seed": seed, "base_model": {"name": base_name, "weights_sha256": base_sha, "size_bytes": 4_000_000},
+                "weights_size_bytes": 1_250_000, "size_bytes": 1_300_000, "wall_time_s": 12.5,
+                "sparsity": {"overall": sparsity} if sparsity else None}
+    return {"backend": "hf", "fingerprint": f"hf-{method}{bits}{seed}", "name": f"{base_name}-{method}",
+            "weights_sha256": f"{method}-{bits}-{seed}", "dtype": "torch.float32", "compression": manifest}
+
+
+def scored_samples(spec: list[tuple[str, bool]], responses: list[str] | None = None) -> list[ScoredSample]:
+    """``[(scenario, correct), ...]`` -> scored samples (ids ``<scenario>/<i>``, same ids across runs)."""
+    fake = FakeAccuracy()
+    out = []
+    counters: dict[str, int] = {}
+    for k, (scenario, correct) in enumerate(spec):
+        i = counters.get(scenario, 0)
+        counters[scenario] = i + 1
+        sample = Sample(id=f"{scenario}/{i}", perspective="fake", scenario=scenario,
+                        messages=({"role": "user", "content": f"Question {scenario}/{i}: say yes."},),
+                        params=PARAMS, target="yes")
+        texts = [responses[k]] if responses else ["yes" if correct else "no"]
+        out.append(ScoredSample(sample, texts, fake.score(sample, texts, "comp-trust")))
+    return out
+
+
+def write_run(root: Path, name: str, model: dict[str, Any], measures: dict[str, Any], *,
+              profile: str = "comp-trust", scorers: dict[str, Any] | None = None, data_kind: str = "local",
+              tokens_per_second: float | None = 40.0, finished: bool = True) -> Path:
+    """A run folder: ``measures`` maps a perspective id to a list of ScoredSample (written to
+    scores.jsonl and aggregated by FakeAccuracy) or to a plain score (no per-sample file)."""
+    run = root / name
+    run.mkdir(parents=True)
+    perspectives: dict[str, Any] = {}
+    for pname, value in measures.items():
+        if isinstance(value, list):
+            result = FakeAccuracy().aggregate(value, profile).to_json()
+            result["perspective"] = pname
+            (run / pname).mkdir()
+            with (run / pname / "scores.jsonl").open("w", encoding="utf-8") as fh:
+                for s in value:
+                    fh.write(json.dumps({"sample": s.sample.to_json(), "responses": s.responses,
+                                         "outcome": s.outcome}) + "\n")
+        elif isinstance(value, dict):
+            result = value
+        else:
+            result = PerspectiveResult(pname, 1, profile, float(value), 1.0, n_samples=100).to_json()
+        result["scorer"] = (scorers or {}).get(pname, {"parser": f"{pname}@v1"})
+        result["generation"] = {"rows": 10, "cached": 0, "generated": 10, "seconds": 2.0,
+                                "completion_tokens": 80, "tokens_per_second": tokens_per_second}
+        perspectives[pname] = result
+        (run / pname).mkdir(exist_ok=True)
+        (run / pname / "result.json").write_text(json.dumps(result), encoding="utf-8")
+    summary = {"run_id": name, "model": model, "data": {"kind": data_kind}, "options": {"seed": 0},
+               "profile": profile, "seed": 0, "versions": {}, "run_dir": str(run), "perspectives": perspectives,
+               "finished": finished}
+    (run / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
+    return run

@@ -51,3 +51,18 @@ def test_score_command_matches_eval(tmp_path, capsys):
     printed = json.loads(capsys.readouterr().out)
     assert printed["stereotype"]["score"] == summary["perspectives"]["stereotype"]["score"]
     assert printed["stereotype"]["profile"] == "decodingtrust"
+
+
+def test_scenarios_route_to_the_perspective_that_has_them(tmp_path):
+    import pytest
+
+    from comptrust.errors import ConfigError
+
+    backend = ScriptedBackend(_responder)
+    summary = evaluate(backend, ["stereotype"], smoke=True, samples=1, scenarios=["stereotype:targeted"],
+                       out=tmp_path / "a")
+    assert {s["sample"]["scenario"] for s in map(json.loads, (tmp_path / "a" / "stereotype" / "scores.jsonl")
+                                                  .read_text().splitlines())} == {"targeted"}
+    assert summary["perspectives"]["stereotype"]["partial"]
+    with pytest.raises(ConfigError, match="no perspective being evaluated has a scenario 'nope'"):
+        evaluate(backend, ["stereotype"], smoke=True, scenarios=["nope"], out=tmp_path / "b")

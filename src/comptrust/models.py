@@ -40,6 +40,14 @@ class ModelRef:
         return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else None
 
 
+def quiet_transformers() -> None:
+    """Silence transformers' own load bars and notices; comptrust reports progress itself."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
 def resolve_model(spec: str, allow_pickle: bool = False) -> ModelRef:
     """Turn what the user typed into a local, loadable model folder."""
     if spec == DEMO_ALIAS:
@@ -127,6 +135,7 @@ def convert_gguf(gguf: Path, name: str | None = None) -> Path:
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    quiet_transformers()
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:

@@ -10,13 +10,14 @@ from __future__ import annotations
 import platform
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 from comptrust import __version__
 from comptrust.backends.base import Backend, row_seed
 from comptrust.data.source import DataSource
+from comptrust.errors import ConfigError
 from comptrust.perspectives.base import EvalOptions, Perspective, check_profile
 from comptrust.progress import Progress
 from comptrust.registry import get_perspective
@@ -105,11 +106,50 @@ def default_run_dir(backend: Backend, spec: dict) -> Path:
     return Path("comptrust-runs") / f"{name}-{run_id(spec)}"
 
 
+def options_for(perspective: Perspective, options: EvalOptions, all_names: Sequence[str]) -> EvalOptions | None:
+    """The options one perspective sees: ``--scenarios`` entries meant for it (None: skip it).
+
+    ``name:scenario`` targets one perspective; a bare ``scenario`` applies to every
+    perspective that knows it, and must be known to at least one of them.
+    """
+    if not options.scenarios:
+        return options
+    mine: list[str] = []
+    for entry in options.scenarios:
+        target, _, scenario = entry.rpartition(":")
+        if target:
+            if target not in all_names:
+                raise ConfigError(f"--scenarios names {target!r}, which is not being evaluated",
+                                  f"use one of: {', '.join(all_names)}")
+            if target == perspective.name:
+                mine.append(scenario)
+        elif _knows(perspective, scenario):
+            mine.append(scenario)
+    return replace(options, scenarios=mine) if mine else None
+
+
+def _knows(perspective: Perspective, scenario: str) -> bool:
+    try:
+        perspective.selected_scenarios(EvalOptions(scenarios=[scenario]))
+        return True
+    except ConfigError:
+        return False
+
+
+def check_scenarios(instances: Sequence[Perspective], options: EvalOptions) -> None:
+    """Every bare ``--scenarios`` entry must belong to some perspective being run."""
+    for entry in options.scenarios or []:
+        if ":" not in entry and not any(_knows(p, entry) for p in instances):
+            raise ConfigError(f"no perspective being evaluated has a scenario {entry!r}",
+                              "check the spelling, or write perspective:scenario")
+
+
 def evaluate(backend: Backend, perspectives: Sequence[str], data: DataSource, options: EvalOptions,
              run_dir: Path | None = None, cache: Cache | None = None, quiet: bool = True) -> dict[str, Any]:
     """Evaluate ``perspectives`` and write the run directory; returns the summary dict."""
     check_profile(options.profile)
     instances = [get_perspective(p) for p in perspectives]  # fail on a bad name before any work
+    check_scenarios(instances, options)
     spec = run_spec(backend, perspectives, data, options)
     spec["run_id"] = run_id(spec)
     run = RunDir(run_dir or default_run_dir(backend, spec)).prepare()
@@ -123,7 +163,10 @@ def evaluate(backend: Backend, perspectives: Sequence[str], data: DataSource, op
     try:
         with Progress(quiet=quiet) as progress:
             for perspective in instances:
-                result, scored, gen_stats = _evaluate_one(perspective, backend, data, options, cache, progress)
+                own = options_for(perspective, options, perspectives)
+                if own is None:
+                    continue  # --scenarios selected nothing of this perspective
+                result, scored, gen_stats = _evaluate_one(perspective, backend, data, own, cache, progress)
                 entry = result.to_json()
                 entry["scorer"] = perspective.scorer_info(options)
                 entry["generation"] = gen_stats

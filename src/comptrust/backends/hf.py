@@ -20,7 +20,7 @@ from typing import Any
 from comptrust.backends.base import OnResult
 from comptrust.chat import TEMPLATES, render
 from comptrust.errors import BackendError, ConfigError
-from comptrust.models import ModelRef, resolve_model, weights_fingerprint
+from comptrust.models import ModelRef, quiet_transformers, resolve_model, weights_fingerprint
 from comptrust.types import Completion, GenRow
 
 CPU_DEFAULT_BATCH = 16
@@ -87,6 +87,7 @@ class HFBackend:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        quiet_transformers()
         ref = resolve_model(str(spec), allow_pickle=allow_pickle)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         dtype = torch.float32 if device == "cpu" else torch.bfloat16

@@ -9,7 +9,7 @@ log-probability.  Nothing is generated, so the runner calls
 
 Data, in order of preference (the run records which, in ``details["data"]``):
 
-1. ``options.extra["mmlu_data"]`` or ``$COMPTRUST_MMLU_DATA``: a local JSONL file,
+1. ``--option mmlu_data=PATH`` (``options.extra["mmlu_data"]``) or ``$COMPTRUST_MMLU_DATA``: a local JSONL file,
    either cais/mmlu-style rows ``{question, subject, choices, answer}`` or the
    shared ``mmlu_test.jsonl`` rows ``{question, answer_a..answer_d, correct_answer, topic}``;
    an optional ``split`` field marks ``dev`` rows;
@@ -127,7 +127,7 @@ def hub_rows(revision: str = HUB_REVISION) -> tuple[list[dict[str, Any]], dict[s
         except Exception as exc:  # offline, unknown revision, ...: all mean the same to a user
             raise DataError(f"cannot download {HUB_DATASET}@{revision[:10]} ({type(exc).__name__})",
                             "check the network (or set COMPTRUST_MMLU_REVISION=main), or pass a local "
-                            "MMLU JSONL file with --mmlu-data / $COMPTRUST_MMLU_DATA") from exc
+                            "MMLU JSONL file with --option mmlu_data=PATH") from exc
         if "snapshots" in local.parts:
             resolved = local.parts[local.parts.index("snapshots") + 1]
         for i, rec in enumerate(pq.read_table(local).to_pylist()):
@@ -209,11 +209,11 @@ class MmluPerspective(Perspective):
     def sample_from_record(self, scenario: str, record: Any, index: int, options: EvalOptions) -> Sample:
         q = normalize({**record, "subject": record.get("subject", scenario)}, f"{scenario} record {index}")
         demos = [normalize({**d, "subject": q["subject"]}, f"{scenario} demo") for d in record.get("demos", [])]
-        prompt = build_prompt(q["subject"], demos, q)
+        prompt = build_prompt(q["subject"], demos, q)  # raw text, no chat template (lm-eval's default)
         params = self.params(options, max_tokens=1, temperature=0.0)
         return self.make_sample(scenario, index, [{"role": "user", "content": prompt}], params, record,
                                 target=q["answer"], sample_id=f"{scenario}/{record.get('position', index)}",
-                                prompt=prompt, demo_source=record.get("demo_source"))
+                                demo_source=record.get("demo_source"))
 
     # ---- evaluation (the runner's hook for kind == "loglik") --------------------------
 
@@ -231,7 +231,7 @@ class MmluPerspective(Perspective):
         scored: list[ScoredSample] = []
         for start in range(0, len(samples), CHUNK):
             chunk = samples[start:start + CHUNK]
-            logprobs = backend.choice_logprobs([s.metadata["prompt"] for s in chunk], list(CHOICES))
+            logprobs = backend.choice_logprobs([s.messages[0]["content"] for s in chunk], list(CHOICES))
             for sample, lps in zip(chunk, logprobs, strict=True):
                 pred = LETTERS[max(range(4), key=lambda j: lps[j])]
                 outcome = self.score(sample, [pred], options.profile)

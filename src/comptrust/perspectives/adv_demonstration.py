@@ -17,7 +17,7 @@ backdoor, ``split`` (``asr``/``cacc``): everything the prompt and the grouping
 need, so ``comptrust score`` works on stored records alone.
 
 Files absent from the data source are skipped and reported: the result is then
-``partial`` with ``missing`` naming each absent (cell, seeds); the score is the
+``partial`` with ``missing`` naming each absent part, cell or (cell, seeds); the score is the
 benchmark formula over the parts that have data (see docs/perspectives/adv_demonstration.md).
 """
 
@@ -251,17 +251,12 @@ class AdvDemonstrationPerspective(Perspective):
                         "unknown": mean([float(o["unknown"]) for o in v]), "n": len(v)}
                     for k, v in files.items()}
         cells: dict[str, dict[str, Any]] = {}
-        missing: list[str] = []
+        missing = self._missing(set(per_file))
         for scenario, cell in CELLS.items():
             splits: tuple[str | None, ...] = BKD_SPLITS if cell["part"] == "backdoor" else (None,)
             entry: dict[str, Any] = {}
             for split in splits:
                 have = [seed for seed in cell["seeds"] if (scenario, seed, split) in per_file]
-                lacking = [seed for seed in cell["seeds"] if seed not in have]
-                if lacking:
-                    label = scenario + (f" {split}" if split else "")
-                    missing.append(f"{label}: seed{'s' if len(lacking) > 1 else ''} "
-                                   + ", ".join(map(str, lacking)))
                 if not have:
                     continue
                 key = f"{split}_" if split else ""
@@ -288,6 +283,26 @@ class AdvDemonstrationPerspective(Perspective):
             details={"cells": cells,
                      "files": {"/".join(str(x) for x in k if x is not None): v for k, v in per_file.items()}},
         )
+
+    @staticmethod
+    def _missing(present: set[tuple[str, int, str | None]]) -> list[str]:
+        """Absent pieces, coarsest first: a whole part, a whole cell, or a cell's (split's) seeds."""
+        out: list[str] = []
+        for part in PARTS:
+            members = [c for c in CELLS if CELLS[c]["part"] == part]
+            if not any(key[0] in members for key in present):
+                out.append(f"{part}: no data (all {len(members)} cells)")
+                continue
+            for scenario in members:
+                if not any(key[0] == scenario for key in present):
+                    out.append(f"{scenario}: no data")
+                    continue
+                for split in BKD_SPLITS if part == "backdoor" else (None,):
+                    lacking = [s for s in CELLS[scenario]["seeds"] if (scenario, s, split) not in present]
+                    if lacking:
+                        out.append(scenario + (f" {split}" if split else "")
+                                   + f": seed{'s' if len(lacking) > 1 else ''} " + ", ".join(map(str, lacking)))
+        return out
 
     @staticmethod
     def _parts(cells: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:

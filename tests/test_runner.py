@@ -66,3 +66,17 @@ def test_scenarios_route_to_the_perspective_that_has_them(tmp_path):
     assert summary["perspectives"]["stereotype"]["partial"]
     with pytest.raises(ConfigError, match="no perspective being evaluated has a scenario 'nope'"):
         evaluate(backend, ["stereotype"], smoke=True, scenarios=["nope"], out=tmp_path / "b")
+
+
+def test_cli_eval_quiet_then_cache_stats_and_clear(tiny_llama, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["eval", str(tiny_llama), "--perspectives", "stereotype", "--smoke", "--limit", "2", "--samples", "1",
+                 "--max-new-tokens", "4", "--out", str(out), "--quiet"]) == 0
+    assert capsys.readouterr().out.strip() == str(out)  # --quiet prints only where the run lives
+    assert main(["cache", "stats", "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["generations"] == 6 and stats["by_model"][0]["perspective"] == "stereotype"
+    assert main(["cache", "clear"]) == 0
+    assert "deleted 6 cached generations" in capsys.readouterr().out
+    assert main(["cache", "stats", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["generations"] == 0

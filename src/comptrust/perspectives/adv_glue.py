@@ -146,6 +146,30 @@ class AdvGluePerspective(Perspective):
 
     def __init__(self) -> None:
         self._files: dict[tuple[int, str], dict[str, list[Any]]] = {}
+        self.skipped: dict[str, str] = {}
+
+    def samples(self, data: DataSource, options: EvalOptions) -> list[Sample]:
+        """As the base class, but a cell whose data file is absent is skipped (and reported by
+        ``aggregate``) unless the user named it in ``--scenarios``; then it is a :class:`DataError`."""
+        self.skipped = {}
+        explicit = set(options.scenarios or [])
+        out: list[Sample] = []
+        for scenario in self.selected_scenarios(options):
+            surrogate = split_cell(scenario)[0]
+            if scenario not in explicit and not self._available(data, surrogate):
+                self.skipped[scenario] = (f"not evaluated: {surrogate_file(surrogate)} is not in the "
+                                          f"{data.kind} data source")
+                continue
+            records = self.load_records(data, scenario, options)
+            if options.limit is not None:
+                records = records[: options.limit]
+            out.extend(self.sample_from_record(scenario, r, i, options) for i, r in enumerate(records))
+        return out
+
+    @staticmethod
+    def _available(data: DataSource, surrogate: str) -> bool:
+        return data.exists(surrogate_file(surrogate)) or all(
+            data.exists(f"adv-glue-plus-plus/data/{task}.jsonl") for task in TASKS)
 
     # ---- data -------------------------------------------------------------------------
 
@@ -171,7 +195,8 @@ class AdvGluePerspective(Perspective):
             relpath = f"adv-glue-plus-plus/data/{task}.jsonl"
             if not data.exists(relpath):
                 raise DataError(
-                    f"AdvGLUE++ data is missing: neither {surrogate_file(surrogate)} nor {relpath} is in the data source",
+                    f"AdvGLUE++ data is missing: neither {surrogate_file(surrogate)} nor {relpath} "
+                    "is in the data source",
                     "download adv-glue-plus-plus/data/{alpaca,vicuna,stable-vicuna}.json from the hub dataset "
                     "AI-Secure/DecodingTrust into <data-dir>/adv-glue-plus-plus/data/, or run without adv_glue",
                 )
@@ -215,7 +240,8 @@ class AdvGluePerspective(Perspective):
         for item in scored:
             by_cell.setdefault(item.sample.scenario, []).append(item.outcome)
         cells = {cell: cell_metrics(by_cell[cell]) for cell in CELLS if by_cell.get(cell)}
-        missing = [cell for cell in CELLS if cell not in cells]
+        missing = [f"{cell}: {self.skipped[cell]}" if cell in self.skipped else cell
+                   for cell in CELLS if cell not in cells]
         rows = list(cells.values())
         accuracy = mean([r["accuracy"] for r in rows])
         rr = mean([r["rr_ne"] for r in rows])
@@ -235,6 +261,7 @@ class AdvGluePerspective(Perspective):
             score=None if accuracy is None else 100 * accuracy,
             refusal_rate=None if rr is None else 100 * rr,
             metrics=metrics, n_samples=len(scored), partial=bool(missing), missing=missing,
-            details={"score_formula": "100 * mean robust accuracy over the (surrogate, task) cells present; "
+            details={"skipped": dict(self.skipped),
+                     "score_formula": "100 * mean robust accuracy over the (surrogate, task) cells present; "
                                       "partial when fewer than all 9 cells ran"},
         )

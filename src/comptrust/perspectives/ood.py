@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from comptrust.data.source import DataSource, read_json, read_jsonl
-from comptrust.errors import DataError
+from comptrust.errors import ConfigError, DataError
 from comptrust.perspectives import ood_prompts as P
 from comptrust.perspectives.base import (
     EvalOptions,
@@ -128,6 +128,7 @@ class OodPerspective(Perspective):
 
     def __init__(self) -> None:
         self._sets: dict[tuple[int, str], dict[str, list[dict[str, Any]]]] = {}
+        self.skipped: dict[str, str] = {}
 
     def _load(self, data: DataSource, kind: str) -> dict[str, list[dict[str, Any]]]:
         key = (id(data), kind)
@@ -140,7 +141,11 @@ class OodPerspective(Perspective):
         """"smoke" (scored runs, draw 0 only), "scored" (``extra['ood_scored_only']``) or "full"."""
         if getattr(data, "kind", None) == "smoke":
             return "smoke"
-        return "scored" if options.extra.get("ood_scored_only") else "full"
+        scored_only = options.extra.get("ood_scored_only", False)
+        if not isinstance(scored_only, bool):
+            raise ConfigError(f"ood_scored_only must be true or false, not {scored_only!r}",
+                              "write --option ood_scored_only=true")
+        return "scored" if scored_only else "full"
 
     # ---- building prompts -------------------------------------------------------------
 
@@ -163,9 +168,17 @@ class OodPerspective(Perspective):
         return records
 
     def samples(self, data: DataSource, options: EvalOptions) -> list[Sample]:
-        """Like the base class, but ``limit`` caps the items of every run, not of the config."""
+        """Like the base class, but ``limit`` caps the items of every run, not of the config, and a
+        config whose data file is absent is skipped (reported by ``aggregate``) unless named in
+        ``--scenarios``, where it is a :class:`DataError`."""
+        self.skipped = {}
+        explicit = set(options.scenarios or [])
         out: list[Sample] = []
         for scenario in self.selected_scenarios(options):
+            relpath = KNOWLEDGE_FILE if scenario.startswith("knowledge") else STYLE_FILE
+            if scenario not in explicit and not (data.exists(relpath) or data.exists(relpath + "l")):
+                self.skipped[scenario] = f"not evaluated: {relpath} is not in the {data.kind} data source"
+                continue
             for record in self.load_records(data, scenario, options):
                 if options.limit is None or record["index"] < options.limit:
                     out.append(self.sample_from_record(scenario, record, record["index"], options))
@@ -180,6 +193,8 @@ class OodPerspective(Perspective):
                 test_input = P.knowledge_input(item, idk)
                 demos = [P.knowledge_demo(d, record["demo_source"]) for d in record["demos"]]
                 target, instruction = P.first_answer(item["answer"]), "knowledge"
+                if target not in P.KNOWLEDGE_DIGITS or len(item["choices"]) != 4:
+                    raise ValueError(f"answer {target!r} is not a digit 0-3 or the item has not 4 choices")
             else:
                 task = P.STYLE_TASK[check_profile(options.profile)]
                 test_input, target = item["sentence"], P.style_label(item)
@@ -245,7 +260,8 @@ class OodPerspective(Perspective):
         return PerspectiveResult(
             perspective=self.name, version=self.version, profile=profile, score=score, refusal_rate=rr,
             metrics=metrics, n_samples=len(scored), partial=bool(missing), missing=missing,
-            details={"plan": sorted(plans), "style_instruction": instructions, "deviations": deviations,
+            details={"skipped": dict(self.skipped), "plan": sorted(plans), "style_instruction": instructions,
+                     "deviations": deviations,
                      "score_formula": "mean(knowledge, style, knowledge_fewshot, style_fewshot); "
                                       "None unless all four sub-scores are complete"},
         )

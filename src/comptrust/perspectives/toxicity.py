@@ -209,7 +209,10 @@ class ToxicityPerspective(Perspective):
         """Build the scorer chosen with ``--toxicity-scorer`` (cache attached for paid APIs)."""
         self._scorer_name = str(options.extra.get("toxicity_scorer") or DEFAULT_SCORER)
         strip = options.extra.get("strip_outputs")
-        self._strip_override = None if strip is None else bool(strip)
+        if strip is not None and not isinstance(strip, bool):
+            raise ConfigError(f"strip_outputs must be true or false, got {strip!r}",
+                              "write --option strip_outputs=true (or false)")
+        self._strip_override = strip
         self._scorer = make_scorer(self._scorer_name, store=store)
         self._memo = {}
 
@@ -310,9 +313,12 @@ class ToxicityPerspective(Perspective):
 
 
 def _deviations(scored: list[ScoredSample]) -> dict[str, Any]:
-    """Decoding settings that differ from the benchmark's (n=25, 150 tokens, T=1)."""
+    """Decoding settings that differ from the benchmark's (n=25, 150 tokens).
+
+    ``n`` counts the responses actually scored, so re-scored imports are covered too.
+    """
     out: dict[str, Any] = {}
-    ns = sorted({s.sample.params.n for s in scored})
+    ns = sorted({len(s.responses) for s in scored})
     tokens = sorted({s.sample.params.max_tokens for s in scored})
     if ns and ns != [N_SAMPLES]:
         out["n"] = {"benchmark": N_SAMPLES, "used": ns}

@@ -16,6 +16,7 @@ from comptrust.errors import DataError
 from comptrust.perspectives.base import EvalOptions, check_profile
 from comptrust.registry import get_perspective
 from comptrust.runner import score_samples
+from comptrust.store import Cache
 from comptrust.types import PerspectiveResult
 
 REQUIRED = ("perspective", "scenario", "record", "responses")
@@ -45,16 +46,31 @@ def read_response_lines(path: Path) -> list[dict[str, Any]]:
     return lines
 
 
-def score_lines(lines: list[dict[str, Any]], options: EvalOptions) -> dict[str, PerspectiveResult]:
-    """Group lines by perspective, rebuild each sample from its record, score and aggregate."""
+def score_lines(lines: list[dict[str, Any]], options: EvalOptions,
+                cache: Cache | None = None) -> dict[str, PerspectiveResult]:
+    """Group lines by perspective, rebuild each sample from its record, score and aggregate.
+
+    External scores (e.g. Perspective API) go through the shared cache, so
+    re-scoring the same texts costs no quota.
+    """
     check_profile(options.profile)
+    own_cache = cache is None
+    cache = cache or Cache()
+    try:
+        return _score_grouped(lines, options, cache)
+    finally:
+        if own_cache:
+            cache.close()
+
+
+def _score_grouped(lines: list[dict[str, Any]], options: EvalOptions, cache: Cache) -> dict[str, PerspectiveResult]:
     grouped: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for item in lines:
         grouped[item["perspective"]].append(item)
     results: dict[str, PerspectiveResult] = {}
     for name, items in grouped.items():
         perspective = get_perspective(name)
-        perspective.prepare(options, None)
+        perspective.prepare(options, cache)
         counters: dict[str, int] = defaultdict(int)
         samples, responses = [], []
         for item in items:

@@ -28,6 +28,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="run directory (default: comptrust-runs/<model>-<run id>)")
     p.add_argument("--backend", default="hf", help="hf (default), vllm or openai")
     p.add_argument("--batch-size", type=int, help="generation batch size (default: automatic)")
+    api_opts = p.add_argument_group("--backend openai (any OpenAI-compatible chat server; MODEL = served name)")
+    api_opts.add_argument("--base-url", help="server URL ending in /v1 (default $OPENAI_BASE_URL or "
+                                             "http://127.0.0.1:8000/v1)")
+    api_opts.add_argument("--api-key-env", help="environment variable holding the API key (default OPENAI_API_KEY)")
+    api_opts.add_argument("--concurrency", type=int, help="requests in flight (default 8)")
+    api_opts.add_argument("--timeout", type=float, help="seconds per request before a retry (default 120)")
     p.add_argument("--chat-template", choices=("model", "llama-2", "vicuna_v1.1"),
                    help="prompt format: the model's own (default) or DecodingTrust's llama-2 / vicuna_v1.1")
     p.add_argument("--allow-pickle", action="store_true", help="load pickle .bin weights (runs code: trusted only)")
@@ -62,8 +68,19 @@ def run(args: argparse.Namespace) -> int:
         from comptrust.errors import ConfigError
 
         raise ConfigError(f"--limit must be at least 1 (got {args.limit})", "omit --limit to use every record")
-    backend = api.load_model(args.model, backend=args.backend, batch_size=args.batch_size,
-                             chat_template=args.chat_template, allow_pickle=args.allow_pickle)
+    server = {k: getattr(args, k) for k in ("base_url", "api_key_env", "concurrency", "timeout")
+              if getattr(args, k) is not None}
+    if server and args.backend != "openai":
+        from comptrust.errors import ConfigError
+
+        raise ConfigError(f"--{next(iter(server)).replace('_', '-')} applies to --backend openai only",
+                          "add --backend openai, or drop the server options")
+    if args.backend == "openai":
+        backend = api.load_model(args.model, backend="openai", batch_size=args.batch_size,
+                                 chat_template=args.chat_template, **server)
+    else:
+        backend = api.load_model(args.model, backend=args.backend, batch_size=args.batch_size,
+                                 chat_template=args.chat_template, allow_pickle=args.allow_pickle)
     summary = api.evaluate(
         backend, perspectives, data_dir=args.data_dir, smoke=args.smoke, hub_revision=args.hub_revision,
         limit=args.limit, samples=args.samples, seed=args.seed, profile=args.profile,

@@ -1,0 +1,209 @@
+"""Any OpenAI-compatible chat endpoint (vLLM's server, TGI, llama.cpp's server, hosted APIs).
+
+Plain ``httpx`` over the chat completions schema, so no SDK is needed.  Each
+:class:`~comptrust.types.GenRow` is one request with ``n = 1`` and its own
+``seed`` (the row seed folded to 31 bits, which every server accepts), so a
+sample's draws map to the same (sample, draw index, seed) cache entries as the
+hf backend's.  Requests run on a bounded thread pool; results are handed to
+``on_result`` on the calling thread (the SQLite cache is single-threaded).
+Rate limits (429), server errors (5xx), timeouts and dropped connections are
+retried with exponential backoff; anything else fails at once with the
+server's own message.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import Any
+
+from comptrust.backends.base import OnResult
+from comptrust.chat import collapse
+from comptrust.errors import BackendError, ConfigError
+from comptrust.types import Completion, GenRow, Message, stable_hash
+
+DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
+RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
+MAX_BACKOFF_S = 60.0
+
+
+def request_messages(messages: Sequence[Message]) -> list[Message]:
+    """DecodingTrust's semantics (the last system message wins), then the server's own template."""
+    conv = collapse(messages)
+    head = [{"role": "system", "content": conv.system}] if conv.system is not None else []
+    return head + [dict(t) for t in conv.turns]
+
+
+def request_body(model: str, row: GenRow) -> dict[str, Any]:
+    """The chat completions payload of one row."""
+    body: dict[str, Any] = {"model": model, "messages": request_messages(row.messages), "n": 1,
+                            "max_tokens": row.params.max_tokens, "temperature": row.params.temperature,
+                            "seed": row.row_seed & 0x7FFFFFFF}
+    if row.params.temperature > 0 and row.params.top_p < 1.0:
+        body["top_p"] = row.params.top_p
+    return body
+
+
+class OpenAIBackend:
+    """Chat completions against ``base_url`` for the served ``model``."""
+
+    name = "openai"
+
+    def __init__(self, base_url: str, model: str, api_key_env: str = "OPENAI_API_KEY", concurrency: int = 8,
+                 timeout: float = 120.0, max_retries: int = 5, backoff: float = 1.0,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        import httpx
+
+        if concurrency < 1:
+            raise ConfigError(f"concurrency {concurrency} is below 1", "pass --concurrency 1 or more")
+        if timeout <= 0:
+            raise ConfigError(f"timeout {timeout} is not positive", "pass a timeout in seconds, e.g. 120")
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.api_key_env = api_key_env
+        self.concurrency = concurrency
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self.sleep = sleep
+        key = os.environ.get(api_key_env, "")
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self.client = httpx.Client(base_url=self.base_url, headers=headers, timeout=httpx.Timeout(timeout),
+                                   limits=httpx.Limits(max_connections=concurrency))
+        self.requests = 0  # HTTP requests sent (retries included), for tests and logs
+        self.served = self._served_model()
+        self.fingerprint = "openai-" + stable_hash([self.base_url, model, self.served], 16)
+
+    @classmethod
+    def from_spec(cls, spec: str, batch_size: int | None = None, chat_template: str | None = None,
+                  base_url: str | None = None, api_key_env: str | None = None, concurrency: int | None = None,
+                  timeout: float | None = None, max_retries: int | None = None, **_: Any) -> OpenAIBackend:
+        """``spec`` is the served model name; ``batch_size`` doubles as concurrency when that is unset."""
+        if chat_template not in (None, "model"):
+            raise ConfigError(f"--chat-template {chat_template} cannot apply to a served model",
+                              "the server formats prompts with its own template; start it with the one you want")
+        url = base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+        return cls(url, spec, api_key_env=api_key_env or "OPENAI_API_KEY",
+                   concurrency=concurrency or batch_size or 8, timeout=timeout or 120.0,
+                   max_retries=5 if max_retries is None else max_retries)
+
+    # ---- HTTP -------------------------------------------------------------------------
+
+    def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        """One call with retries; returns the JSON body or raises a one-line BackendError."""
+        import httpx
+
+        attempt = 0
+        while True:
+            attempt += 1
+            self.requests += 1
+            try:
+                resp = self.client.request(method, path, json=body)
+            except httpx.TimeoutException:
+                problem = f"{self.base_url}{path} did not answer within {self.timeout:g} s"
+                retry_after = None
+            except httpx.TransportError as exc:
+                problem = f"cannot reach {self.base_url} ({type(exc).__name__})"
+                retry_after = None
+            else:
+                if resp.status_code < 400:
+                    try:
+                        return resp.json()
+                    except ValueError:
+                        raise BackendError(f"{self.base_url}{path} answered with non-JSON text",
+                                           "check that --base-url points at an OpenAI-compatible /v1 API") from None
+                detail = _error_text(resp)
+                if resp.status_code in (401, 403):
+                    raise BackendError(f"{self.base_url} refused the request ({resp.status_code}: {detail})",
+                                       f"set the API key in ${self.api_key_env} (or pass --api-key-env NAME)")
+                if resp.status_code not in RETRY_STATUS:
+                    raise BackendError(f"{self.base_url}{path} returned {resp.status_code}: {detail}",
+                                       "check the model name and request options")
+                problem = f"{self.base_url}{path} returned {resp.status_code} ({detail})"
+                retry_after = _retry_after(resp)
+            if attempt > self.max_retries:
+                raise BackendError(f"{problem}, {self.max_retries} retries exhausted",
+                                   "check that the server is up (or raise --timeout / lower --concurrency)")
+            delay = retry_after if retry_after is not None else self.backoff * 2 ** (attempt - 1)
+            self.sleep(min(MAX_BACKOFF_S, delay))
+
+    def _served_model(self) -> dict[str, Any]:
+        """The server's entry for ``model`` from ``GET /models`` (proves the server is reachable)."""
+        listing = self._request("GET", "/models").get("data") or []
+        ids = [m.get("id") for m in listing if isinstance(m, dict)]
+        for entry in listing:
+            if isinstance(entry, dict) and entry.get("id") == self.model:
+                return {k: entry[k] for k in ("id", "root", "owned_by") if k in entry}
+        if ids:
+            shown = ", ".join(str(i) for i in ids[:10])
+            raise BackendError(f"{self.base_url} does not serve a model named {self.model!r}",
+                               f"pass one of: {shown}")
+        return {"id": self.model}
+
+    # ---- protocol ---------------------------------------------------------------------
+
+    def info(self) -> dict[str, Any]:
+        import httpx
+
+        return {"backend": self.name, "fingerprint": self.fingerprint, "name": self.model,
+                "base_url": self.base_url, "served": self.served, "concurrency": self.concurrency,
+                "chat_template": "server", "compression": None, "versions": {"httpx": httpx.__version__}}
+
+    def complete(self, row: GenRow) -> Completion:
+        data = self._request("POST", "/chat/completions", request_body(self.model, row))
+        try:
+            text = data["choices"][0]["message"]["content"] or ""
+        except (KeyError, IndexError, TypeError):
+            raise BackendError(f"{self.base_url} answered without choices[0].message.content",
+                               "check that the server implements OpenAI chat completions") from None
+        usage = data.get("usage") or {}
+        return Completion(text=text, prompt_tokens=int(usage.get("prompt_tokens") or 0),
+                          completion_tokens=int(usage.get("completion_tokens") or 0))
+
+    def generate(self, rows: Sequence[GenRow], on_result: OnResult | None = None) -> list[Completion]:
+        """All rows, at most ``concurrency`` in flight; the first hard error stops the rest."""
+        results: list[Completion | None] = [None] * len(rows)
+        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="comptrust-openai") as pool:
+            pending: dict[Future[Completion], int] = {}
+            next_row = 0
+            while next_row < len(rows) or pending:
+                while next_row < len(rows) and len(pending) < 2 * self.concurrency:
+                    pending[pool.submit(self.complete, rows[next_row])] = next_row
+                    next_row += 1
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    i = pending.pop(fut)
+                    try:
+                        completion = fut.result()
+                    except BaseException:
+                        for other in pending:
+                            other.cancel()
+                        raise
+                    results[i] = completion
+                    if on_result:
+                        on_result(i, completion)
+        return [r for r in results if r is not None]
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _error_text(resp: Any) -> str:
+    try:
+        data = resp.json()
+        err = data.get("error", data) if isinstance(data, dict) else data
+        msg = err.get("message", err) if isinstance(err, dict) else err
+        text = str(msg)
+    except ValueError:
+        text = resp.text
+    return (text.strip().splitlines() or [resp.reason_phrase])[0][:200]
+
+
+def _retry_after(resp: Any) -> float | None:
+    value = resp.headers.get("retry-after")
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None

@@ -83,3 +83,27 @@ def test_dt_templates_change_the_prompt(tiny_llama):
     text = b.prompt_text([{"role": "user", "content": "Hi"}])
     assert text.startswith("<s>[INST] <<SYS>>") and text.endswith("Hi[/INST]")
     assert b.fingerprint != HFBackend.from_path(tiny_llama).fingerprint
+
+
+def test_shared_prefill_gives_the_same_text_as_separate_prompts(backend, monkeypatch):
+    params = GenParams(max_tokens=10, temperature=1.0, n=3, seed=5)
+    rows = _rows(params, n_prompts=3, draws=3)  # each prompt drawn 3 times: its prefill is shared
+    calls = []
+    original = HFBackend._shared_prefill
+
+    def spy(self, *args):
+        cache = original(self, *args)
+        calls.append(cache is not None)
+        return cache
+
+    monkeypatch.setattr(HFBackend, "_shared_prefill", spy)
+    shared = [c.text for c in backend.generate(rows)]
+    assert any(calls)
+    monkeypatch.setattr(HFBackend, "_shared_prefill", lambda self, *args: None)
+    separate = [c.text for c in backend.generate(rows)]
+    assert shared == separate
+    greedy = _rows(GenParams(max_tokens=8, temperature=0.0, n=2), n_prompts=2, draws=2)
+    monkeypatch.setattr(HFBackend, "_shared_prefill", original)
+    a = [c.text for c in backend.generate(greedy)]
+    monkeypatch.setattr(HFBackend, "_shared_prefill", lambda self, *args: None)
+    assert a == [c.text for c in backend.generate(greedy)]

@@ -178,6 +178,29 @@ class HFBackend:
         fit = int(free * 0.5 // max(1, kv_bytes_per_token * tokens_per_row))
         return max(1, min(GPU_MAX_BATCH, fit))
 
+    def _shared_prefill(self, prompts: list[list[int]], input_ids: Any, attention: Any) -> Any:
+        """Encode each distinct prompt once and share its KV cache among its draws.
+
+        DecodingTrust samples n=25 completions per prompt; without this the prompt would be
+        encoded 25 times.  Returns None (plain generate) when every prompt in the batch is
+        distinct or too short.  The cache covers all prompt tokens but the last, which
+        ``generate`` then feeds as usual.
+        """
+        import torch
+
+        unique: dict[tuple[int, ...], int] = {}
+        row_to_unique = [unique.setdefault(tuple(p), len(unique)) for p in prompts]
+        if len(unique) == len(prompts) or min(len(p) for p in prompts) < 2:
+            return None
+        firsts = [row_to_unique.index(u) for u in range(len(unique))]
+        ids = input_ids[firsts, :-1].to(self.device)
+        mask = attention[firsts, :-1].to(self.device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+        cache = out.past_key_values
+        cache.reorder_cache(torch.tensor(row_to_unique, device=self.device))
+        return cache
+
     def _generate_batch(self, prompts: list[list[int]], seeds: list[int], max_tokens: int,
                         temperature: float, top_p: float) -> list[Completion]:
         import torch
@@ -198,8 +221,9 @@ class HFBackend:
         started = time.perf_counter()
         try:
             with torch.inference_mode():
+                cache = self._shared_prefill(prompts, input_ids, attention)
                 out = self.model.generate(input_ids=input_ids.to(self.device),
-                                          attention_mask=attention.to(self.device),
+                                          attention_mask=attention.to(self.device), past_key_values=cache,
                                           generation_config=config, logits_processor=processors)
         except torch.OutOfMemoryError as exc:
             raise BackendError(f"out of memory generating a batch of {len(prompts)}",

@@ -22,6 +22,7 @@ from typing import Any
 from comptrust.backends.base import OnResult
 from comptrust.chat import collapse
 from comptrust.errors import BackendError, ConfigError
+from comptrust.http_errors import error_message, retry_after_seconds
 from comptrust.types import Completion, GenRow, Message, stable_hash
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
@@ -114,7 +115,7 @@ class OpenAIBackend:
                     except ValueError:
                         raise BackendError(f"{self.base_url}{path} answered with non-JSON text",
                                            "check that --base-url points at an OpenAI-compatible /v1 API") from None
-                detail = _error_text(resp)
+                detail = error_message(resp)
                 if resp.status_code in (401, 403):
                     raise BackendError(f"{self.base_url} refused the request ({resp.status_code}: {detail})",
                                        f"set the API key in ${self.api_key_env} (or pass --api-key-env NAME)")
@@ -122,7 +123,7 @@ class OpenAIBackend:
                     raise BackendError(f"{self.base_url}{path} returned {resp.status_code}: {detail}",
                                        "check the model name and request options")
                 problem = f"{self.base_url}{path} returned {resp.status_code} ({detail})"
-                retry_after = _retry_after(resp)
+                retry_after = retry_after_seconds(resp)
             if attempt > self.max_retries:
                 raise BackendError(f"{problem}, {self.max_retries} retries exhausted",
                                    "check that the server is up (or raise --timeout / lower --concurrency)")
@@ -188,22 +189,3 @@ class OpenAIBackend:
 
     def close(self) -> None:
         self.client.close()
-
-
-def _error_text(resp: Any) -> str:
-    try:
-        data = resp.json()
-        err = data.get("error", data) if isinstance(data, dict) else data
-        msg = err.get("message", err) if isinstance(err, dict) else err
-        text = str(msg)
-    except ValueError:
-        text = resp.text
-    return (text.strip().splitlines() or [resp.reason_phrase])[0][:200]
-
-
-def _retry_after(resp: Any) -> float | None:
-    value = resp.headers.get("retry-after")
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None

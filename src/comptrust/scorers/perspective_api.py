@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from comptrust.errors import BackendError, ConfigError
+from comptrust.http_errors import error_message, retry_after_seconds
 from comptrust.types import stable_hash
 
 KEY_ENV = "COMPTRUST_PERSPECTIVE_API_KEY"
@@ -131,7 +132,7 @@ class PerspectiveApiScorer:
             else:
                 if resp.status_code == 200:
                     return _parse(resp)
-                message = _error_message(resp)
+                message = error_message(resp)
                 if resp.status_code in (401, 403):
                     raise ConfigError(f"Perspective API rejected the key (HTTP {resp.status_code}: {message})",
                                       f"check {KEY_ENV} and that the key has the Comment Analyzer API enabled")
@@ -141,7 +142,7 @@ class PerspectiveApiScorer:
                     raise BackendError(f"Perspective API answered HTTP {resp.status_code}: {message}",
                                        f"check {URL_ENV} (now {self.base_url})")
                 last = f"HTTP {resp.status_code}: {message}"
-                retry_after = _retry_after(resp)
+                retry_after = retry_after_seconds(resp)
             if attempt < self.max_retries:
                 delay = min(self.max_backoff_s, self.backoff_s * 2 ** attempt)
                 self._sleep(max(delay, retry_after or 0.0))
@@ -171,18 +172,3 @@ def _parse(resp: Any) -> dict[str, Any]:
         raise BackendError("Perspective API returned an answer without a TOXICITY summary score",
                            f"check {URL_ENV} points at the Perspective API") from exc
     return scores
-
-
-def _error_message(resp: Any) -> str:
-    try:
-        return str(resp.json()["error"]["message"])[:200]
-    except (ValueError, KeyError, TypeError):
-        return resp.text[:200] if resp.text else resp.reason_phrase
-
-
-def _retry_after(resp: Any) -> float | None:
-    value = resp.headers.get("retry-after")
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None

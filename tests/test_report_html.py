@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -81,6 +82,8 @@ def test_cli_report_errors_are_one_line(tmp_path, capsys):
 # ---- a real browser -------------------------------------------------------------------------
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# In CI (.ci/run installs chromium) a missing browser is a failure, never a silent skip.
+NO_BROWSER_SKIP = os.environ.get("CI") == "true"
 
 
 def render(page, tmp_path, name):
@@ -108,7 +111,8 @@ def distinct_colours(png) -> tuple[int, float]:
 
 
 @pytest.mark.browser
-@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install -y chromium)")
+@pytest.mark.skipif(CHROMIUM is None and not NO_BROWSER_SKIP,
+                    reason="needs Debian's chromium (apt-get install -y chromium)")
 def test_console_check_catches_a_javascript_error(tmp_path):
     """The detector used below must fail on a page that throws, or its silence proves nothing."""
     page = tmp_path / "broken.html"
@@ -118,7 +122,8 @@ def test_console_check_catches_a_javascript_error(tmp_path):
 
 
 @pytest.mark.browser
-@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install -y chromium)")
+@pytest.mark.skipif(CHROMIUM is None and not NO_BROWSER_SKIP,
+                    reason="needs Debian's chromium (apt-get install -y chromium)")
 def test_report_renders_in_chromium_without_errors(tmp_path):
     dense, comp = evil_runs(tmp_path)
     paths = write_report([dense, comp], tmp_path / "out", n_bootstrap=50)

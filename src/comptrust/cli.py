@@ -23,6 +23,7 @@ COMMANDS = [
     "comptrust.commands.compress",
     "comptrust.commands.inspect",
     "comptrust.commands.report",
+    "comptrust.commands.sweep",
 ]
 
 

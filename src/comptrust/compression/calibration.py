@@ -51,14 +51,27 @@ def builtin_documents(split: str = "calibration") -> list[str]:
     """Python's own help pages (``pydoc_data.topics``), split into calibration / held-out."""
     from pydoc_data.topics import topics
 
-    keys = sorted(topics)
+    # Several topic keys share one page: split distinct texts, or held-out text would leak.
+    texts = sorted({text.strip() for text in topics.values() if text.strip()})
     if split == "heldout":
-        chosen = keys[::HELDOUT_EVERY]
-    elif split == "calibration":
-        chosen = [k for i, k in enumerate(keys) if i % HELDOUT_EVERY]
+        return texts[::HELDOUT_EVERY]
+    if split == "calibration":
+        return [t for i, t in enumerate(texts) if i % HELDOUT_EVERY]
+    raise ValueError(split)
+
+
+def source_fingerprint(calib: CalibConfig) -> str:
+    """Hash of the text a source provides, so an edited file or another Python's help
+    pages give a new artifact key.  Hub sources are named, not hashed (reading them is slow)."""
+    if calib.source == "builtin":
+        payload = "\0".join(builtin_documents("calibration")).encode("utf-8")
+    elif calib.source == "file":
+        assert calib.file is not None
+        path = Path(calib.file)
+        payload = path.read_bytes() if path.is_file() else b""
     else:
-        raise ValueError(split)
-    return [topics[k].strip() for k in chosen]
+        payload = json.dumps(HUB_SOURCES[calib.source], sort_keys=True).encode()
+    return hashlib.sha256(payload).hexdigest()[:16]
 
 
 def file_documents(path: Path) -> list[str]:
@@ -130,7 +143,8 @@ def build_calibration(tokenizer: Any, calib: CalibConfig, seed: int) -> Calibrat
         starts = [rng.randrange(len(stream) - calib.seqlen + 1) for _ in range(calib.samples)]
         samples = [list(stream[s:s + calib.seqlen]) for s in starts]
     digest = hashlib.sha256(json.dumps(samples, separators=(",", ":")).encode()).hexdigest()
-    description = {"source": calib.source, "file": calib.file, "samples": calib.samples,
+    description = {"source": calib.source, "file": calib.file, "source_sha256": source_fingerprint(calib),
+                   "samples": calib.samples,
                    "seqlen": calib.seqlen, "chat_template": calib.chat_template, "seed": seed,
                    "tokens": sum(len(s) for s in samples), "token_ids_sha256": digest}
     if calib.source in HUB_SOURCES:

@@ -21,9 +21,12 @@ if TYPE_CHECKING:
 
 
 def _quiet_env() -> None:
-    # llm-compressor logs every layer at INFO; keep warnings.  Users can override both.
-    os.environ.setdefault("LLM_COMPRESSOR_LOG_LEVEL", "WARNING")
+    # llm-compressor logs every layer (INFO, METRIC); keep errors.  Users can override both.
+    os.environ.setdefault("LLM_COMPRESSOR_LOG_LEVEL", "ERROR")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+_quiet_env()  # before any llm-compressor import: it configures its logger on import
 
 
 def weight_scheme(config: CompressionConfig, group_size: int | str) -> Any:

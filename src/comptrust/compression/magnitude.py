@@ -4,8 +4,8 @@ Its ``MagnitudePruningModifier`` is built for gradual pruning during training:
 applied one-shot it leaves the mask unapplied (we measured 0.03% sparsity for a
 50% target) and it rejects N:M structures.  Pruning by magnitude needs no data,
 so it is a few lines: unstructured drops the smallest |w| of each output row
-(as Wanda's per-output comparison group; every row then has the same
-sparsity), N:M keeps the N largest |w| of every M consecutive inputs.
+(Wanda's per-output comparison group), N:M keeps the N largest |w| of every M
+consecutive inputs.
 """
 
 from __future__ import annotations
@@ -22,18 +22,25 @@ if TYPE_CHECKING:
 
 
 def unstructured_mask(weight: torch.Tensor, sparsity: float) -> torch.Tensor:
-    """Boolean keep-mask: in every row, the ``round(sparsity * cols)`` smallest |w| are dropped.
+    """Boolean keep-mask dropping the smallest |w| of each row, ``round(sparsity * size)`` in all.
 
-    Ties are broken by a stable sort (lower column index pruned first), so the
-    mask is a pure function of the weights.
+    Every row drops k or k + 1 weights; the rows that drop one more are those whose
+    next-smallest weight is smallest, so the layer hits the target exactly even
+    when ``sparsity * cols`` is not a whole number.  Ties break by a stable sort
+    (lower index first), so the mask is a pure function of the weights.
     """
     import torch
 
     rows, cols = weight.shape
-    drop = int(round(sparsity * cols))
-    order = torch.sort(weight.abs(), dim=1, stable=True).indices[:, :drop]
-    keep = torch.ones_like(weight, dtype=torch.bool)
-    keep.scatter_(1, order, False)
+    k, extra = divmod(int(round(sparsity * rows * cols)), rows)
+    sorted_abs, order = torch.sort(weight.abs(), dim=1, stable=True)
+    drop = torch.full((rows,), k, dtype=torch.long, device=weight.device)
+    if extra:
+        cheapest = torch.sort(sorted_abs[:, k], stable=True).indices[:extra]
+        drop[cheapest] += 1
+    rank = torch.arange(cols, device=weight.device).expand(rows, cols)
+    keep = torch.empty_like(weight, dtype=torch.bool)
+    keep.scatter_(1, order, rank >= drop[:, None])
     return keep
 
 
@@ -71,9 +78,11 @@ class MagnitudeCompressor:
             if bad:
                 raise ConfigError(f"pattern {config.pattern} needs input widths divisible by {m}: "
                                   f"{', '.join(bad[:4])}", "use --pattern unstructured")
+        device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
         with torch.no_grad():
             for layer in layers.values():
-                weight = layer.weight
+                weight = layer.weight.to(device)  # sorting a 7B model's rows is much faster on a GPU
                 keep = nm_mask(weight, *config.nm) if config.nm else unstructured_mask(weight, config.sparsity)
-                weight.mul_(keep.to(weight.dtype))
+                # +0.0, not -0.0: the same bytes every time
+                layer.weight.masked_fill_(~keep.to(layer.weight.device), 0.0)
         return {"engine": "comptrust.magnitude", "comparison_group": "output row" if not config.nm else "N:M block"}

@@ -85,7 +85,15 @@ def sparsity_report(model: torch.nn.Module, nm: tuple[int, int] | None) -> dict[
     return report
 
 
-def storage_report(out_dir: Path, model: torch.nn.Module) -> dict[str, Any]:
+def layer_sizes(model: torch.nn.Module) -> tuple[dict[str, int], int]:
+    """Weights per compressed layer and floating-point parameters in all (before saving,
+    since saving compressed replaces each ``weight`` with packed integers)."""
+    layers = {name: module.weight.numel() for name, module in target_linears(model).items()}
+    params = sum(p.numel() for p in model.parameters() if p.dtype.is_floating_point)
+    return layers, params
+
+
+def storage_report(out_dir: Path, layers: dict[str, int], params: int) -> dict[str, Any]:
     """Bits per weight as stored: compressed layers alone, and the whole model.
 
     Read from the safetensors headers, so packing, scales, zero points and
@@ -102,17 +110,13 @@ def storage_report(out_dir: Path, model: torch.nn.Module) -> dict[str, Any]:
                 for dim in piece.get_shape():
                     numel *= dim
                 sizes[key] = numel * _dtype_bytes(piece.get_dtype())
-    targets = target_linears(model)
-    layer_bytes = layer_weights = 0
-    for name, module in targets.items():
-        layer_weights += module.weight.numel()
-        layer_bytes += sum(size for key, size in sizes.items()
-                           if key.startswith(name + ".") and not key.endswith(".bias"))
-    params = sum(p.numel() for p in model.parameters() if p.dtype.is_floating_point)
+    layer_weights = sum(layers.values())
+    layer_bytes = sum(size for key, size in sizes.items()
+                      if key.rsplit(".", 1)[0] in layers and not key.endswith(".bias"))
     return {
         "effective_bits_per_weight": round(8 * layer_bytes / layer_weights, 4) if layer_weights else None,
         "bits_per_parameter": round(8 * sum(sizes.values()) / params, 4) if params else None,
-        "compressed_layers": len(targets),
+        "compressed_layers": len(layers),
         "compressed_weights": layer_weights,
     }
 

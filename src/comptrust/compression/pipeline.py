@@ -1,0 +1,286 @@
+"""``compress_model``: validate, reuse or compress, measure, save atomically with a manifest.
+
+An artifact's key hashes the base model's weights (and tokenizer, which decides
+the calibration tokens) with the normalised config, so asking twice for the same
+compression returns the first artifact instead of spending minutes again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from comptrust.compression.base import (
+    IGNORE,
+    MANIFEST_NAME,
+    MANIFEST_VERSION,
+    CompressionConfig,
+    load_manifest,
+    make_config,
+    write_manifest,
+)
+from comptrust.errors import ConfigError, DataError, ModelError
+from comptrust.paths import comptrust_home
+from comptrust.types import stable_hash
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
+                   "chat_template.jinja", "vocab.json", "merges.txt")
+# Non-deterministic by nature; everything else in an artifact is a function of (base, config).
+VOLATILE_FIELDS = ("wall_time_s", "peak_memory", "created_utc", "path")
+
+
+def artifacts_dir() -> Path:
+    return comptrust_home() / "artifacts"
+
+
+def compress_model(model_path: str | Path, method: str, out_dir: str | Path | None = None, *,
+                   force: bool = False, log: Callable[[str], None] | None = None, **params: Any) -> Path:
+    """Compress ``model_path`` with ``method`` and return the artifact folder.
+
+    Without ``out_dir`` the artifact lives in ``$COMPTRUST_HOME/artifacts`` keyed by
+    content hash.  An ``out_dir`` that already holds this exact compression is
+    returned as is; one holding anything else is an error unless ``force``.
+    """
+    say = log or (lambda _msg: None)
+    config = make_config(method, **params)  # fail on bad options before loading anything
+    base = _resolve(model_path)
+    check_architecture(base, method)
+    preflight_group_size(base, config)
+    key = artifact_key(base, config)
+    out = Path(out_dir).expanduser() if out_dir is not None else artifacts_dir() / f"{_slug(base.name)}-{method}-{key}"
+    if out.resolve() == base.resolve() or base.resolve().is_relative_to(out.resolve()):
+        raise ConfigError(f"--out {out} would overwrite the base model", "choose another --out folder")
+    if _reusable(out, key):
+        say(f"reusing {out} (same model and config, key {key})")
+        return out
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if not force:
+            raise ConfigError(f"{out} already exists and holds something else",
+                              "choose another --out, delete it, or pass --force to overwrite")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    try:
+        save_artifact(run_compression(base, config, say), tmp, base, key)
+        if out.exists():
+            shutil.rmtree(out) if out.is_dir() else out.unlink()
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    say(f"wrote {out}")
+    return out
+
+
+def _resolve(model_path: str | Path) -> Path:
+    from comptrust.models import resolve_model
+
+    return resolve_model(str(model_path)).path
+
+
+def check_architecture(base: Path, method: str) -> str:
+    """The model's architecture, if llm-compressor can compress it; else a one-line ModelError."""
+    import json
+
+    config = json.loads((base / "config.json").read_text(encoding="utf-8"))
+    arch = (config.get("architectures") or [""])[0]
+    if not arch.endswith("ForCausalLM") or config.get("is_encoder_decoder"):
+        raise ModelError(f"unsupported architecture {arch or config.get('model_type')!r}: comptrust compresses "
+                         "decoder-only causal LMs", "pass a *ForCausalLM model such as Llama, Mistral or Qwen2")
+    if method == "awq":
+        from comptrust.compression.engine import _quiet_env
+
+        _quiet_env()
+        from llmcompressor.modifiers.transform.awq import AWQ_MAPPING_REGISTRY
+
+        if arch not in AWQ_MAPPING_REGISTRY:
+            raise ModelError(f"AWQ has no layer mappings for {arch} in llm-compressor",
+                             "use gptq or rtn for this model")
+    return arch
+
+
+def preflight_group_size(base: Path, config: CompressionConfig) -> None:
+    """Fail on a group size that does not fit before loading any weights (meta-device model)."""
+    if config.kind != "quantization" or config.group_size in ("auto", "channel"):
+        return
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from comptrust.compression.measure import resolve_group_size
+
+    try:
+        with torch.device("meta"):
+            skeleton = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(base))
+    except Exception:  # an odd config: the real load below reports it properly
+        return
+    resolve_group_size(skeleton, config.group_size)  # type: ignore[arg-type]
+
+
+def artifact_key(base: Path, config: CompressionConfig) -> str:
+    """Hash of the base weights, tokenizer files and normalised config."""
+    from comptrust.models import weights_fingerprint
+
+    tok = hashlib.sha256()
+    for name in TOKENIZER_FILES:
+        if (base / name).is_file():
+            tok.update(name.encode() + b"\0" + (base / name).read_bytes())
+    data = None
+    if config.calib is not None:
+        from comptrust.compression.calibration import source_fingerprint
+
+        data = source_fingerprint(config.calib)
+    return stable_hash({"weights": weights_fingerprint(base), "tokenizer": tok.hexdigest()[:16],
+                        "config": config.to_json(), "calibration_text": data,
+                        "manifest_version": MANIFEST_VERSION})
+
+
+def _reusable(out: Path, key: str) -> bool:
+    if not (out / MANIFEST_NAME).is_file():
+        return False
+    try:
+        manifest = load_manifest(out)
+    except DataError:
+        return False
+    return manifest.get("key") == key and any(out.glob("*.safetensors"))
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "model"
+
+
+def load_for_compression(base: Path) -> tuple[Any, Any, Any]:
+    """Model (on CPU; llm-compressor moves layers to the GPU itself), tokenizer, original dtype."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        hf_config = AutoConfig.from_pretrained(base)
+        original = getattr(hf_config, "dtype", None) or torch.float32
+        if isinstance(original, str):
+            original = getattr(torch, original, torch.float32)
+        # CPUs are slow and lossy in half precision: compress in float32 there.
+        dtype = original if torch.cuda.is_available() else torch.float32
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(base)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelError(f"cannot load {base} with transformers ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0][:160]})", "pass a complete Hugging Face model folder") from None
+    model.eval()
+    return model, tokenizer, original
+
+
+@dataclasses.dataclass
+class InMemory:
+    """A compressed model before saving (tests compare its logits with the reloaded artifact)."""
+
+    model: Any
+    tokenizer: Any
+    config: CompressionConfig  # group size resolved
+    requested: CompressionConfig
+    calibration: Any
+    facts: dict[str, Any]
+    wall_time_s: float
+    sparsity: dict[str, Any] | None
+    layers: dict[str, int]
+    params: int
+    saves_compressed: bool
+
+
+def run_compression(base: Path, config: CompressionConfig, say: Callable[[str], None] | None = None) -> InMemory:
+    """Load ``base`` and compress it in memory (nothing is written)."""
+    import torch
+
+    from comptrust.compression.calibration import build_calibration
+    from comptrust.compression.measure import layer_sizes, resolve_group_size, sparsity_report
+    from comptrust.registry import COMPRESSORS, get_class
+
+    say = say or (lambda _msg: None)
+    compressor = get_class(COMPRESSORS, config.method, "compression method")()
+    say(f"loading {base}")
+    model, tokenizer, original_dtype = load_for_compression(base)
+    resolved = config
+    if config.kind == "quantization":
+        assert config.group_size is not None
+        resolved = dataclasses.replace(config, group_size=resolve_group_size(model, config.group_size))
+    calibration = None
+    if compressor.needs_calibration:
+        assert config.calib is not None
+        calibration = build_calibration(tokenizer, config.calib, config.seed)
+        say(f"calibration: {len(calibration.input_ids)} samples of {config.calib.seqlen} tokens "
+            f"from {config.calib.source}")
+    layers, params = layer_sizes(model)
+    torch.manual_seed(config.seed)
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    say(f"compressing with {config.method}")
+    start = time.perf_counter()
+    facts = compressor.compress(model, resolved, calibration)
+    wall = time.perf_counter() - start
+    sparsity = sparsity_report(model, config.nm) if config.kind == "pruning" else None
+    if config.kind == "pruning" and model.dtype != original_dtype:
+        model.to(original_dtype)  # zeros stay zeros; the artifact keeps the base model's precision
+    return InMemory(model, tokenizer, resolved, config, calibration, facts, wall, sparsity, layers, params,
+                    compressor.saves_compressed)
+
+
+def save_artifact(result: InMemory, out: Path, base: Path, key: str) -> None:
+    """Write the HF folder (compressed-tensors when quantized) and its manifest into ``out``."""
+    import torch
+
+    from comptrust.compression.measure import (
+        describe_base,
+        dir_size,
+        library_versions,
+        peak_memory,
+        storage_report,
+        weights_size,
+    )
+    from comptrust.models import weights_fingerprint
+
+    dtype = str(result.model.dtype).removeprefix("torch.")
+    with warnings.catch_warnings():
+        # llm-compressor keeps weights "offloaded" to CPU; transformers warns about that on every save
+        warnings.filterwarnings("ignore", message="Attempting to save a model with offloaded modules")
+        if result.saves_compressed:
+            result.model.save_pretrained(out, save_compressed=True)
+        else:
+            result.model.save_pretrained(out)
+    result.tokenizer.save_pretrained(out)
+    config = result.requested
+    base_info = describe_base(base, weights_fingerprint(base))
+    manifest: dict[str, Any] = {
+        "format": "comptrust-artifact", "manifest_version": MANIFEST_VERSION, "key": key,
+        "method": config.method, "kind": config.kind, "config": config.to_json(),
+        "params": _params(result.config), "seed": config.seed,
+        "calibration": result.calibration.description if result.calibration else None,
+        "base_model": base_info, "ignored": list(IGNORE),
+        "sparsity": result.sparsity, "storage": storage_report(out, result.layers, result.params),
+        "size_bytes": dir_size(out), "weights_size_bytes": weights_size(out),
+        "compression_ratio": round(base_info["size_bytes"] / max(1, weights_size(out)), 4),
+        "dtype": dtype, "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "wall_time_s": round(result.wall_time_s, 3), "peak_memory": peak_memory(), "engine": result.facts,
+        "library_versions": library_versions(),
+        "created_utc": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    write_manifest(out, manifest)
+
+
+def _params(config: CompressionConfig) -> dict[str, Any]:
+    """The parameters actually used (group size resolved), flat, for tables and reports."""
+    data = config.to_json()
+    data.pop("calib", None)
+    return data
+
+
+def stable_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
+    """A manifest without the fields that legitimately differ between identical runs."""
+    return {k: v for k, v in manifest.items() if k not in VOLATILE_FIELDS}

@@ -64,7 +64,9 @@ def print_summary(summary: dict[str, Any], quiet: bool) -> None:
     for name, res in summary["perspectives"].items():
         gen = res.get("generation", {})
         if res.get("partial"):
-            notes.append(f"{name} is partial: " + "; ".join(res.get("missing", [])))
+            missing = res.get("missing", [])
+            shown = "; ".join(missing[:3]) + (f"; and {len(missing) - 3} more" if len(missing) > 3 else "")
+            notes.append(f"{name} is partial (missing: {shown}; all in summary.json)")
         table.add_row(name, fmt(res.get("score")), fmt(res.get("refusal_rate")), str(res.get("n_samples", "")),
                       str(gen.get("generated", "")), str(gen.get("cached", "")), fmt(gen.get("tokens_per_second")),
                       "partial" if res.get("partial") else "yes")

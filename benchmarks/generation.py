@@ -49,9 +49,10 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=32)
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--dtype", default=None, help="auto (default), float32, bfloat16")
     args = ap.parse_args()
 
-    backend = HFBackend.from_path("smollm2-135m-instruct")
+    backend = HFBackend.from_path("smollm2-135m-instruct", dtype=args.dtype)
     eos = backend.eos_ids
     backend.eos_ids = []  # no early stop: both sides generate exactly max-new-tokens per prompt
     backend.model.generation_config.eos_token_id = None
@@ -63,7 +64,7 @@ def main() -> None:
 
     print(f"machine: {platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores; "
           f"torch threads {__import__('torch').get_num_threads()}")
-    print(f"model: SmolLM2-135M-Instruct (fp32, CPU); {args.prompts} stereotype prompts; "
+    print(f"model: SmolLM2-135M-Instruct ({backend.model.dtype}, {backend.device}); {args.prompts} stereotype prompts; "
           f"{args.max_new_tokens} new tokens each; greedy")
     print(f"{'mode':<28}{'seconds':>10}{'tokens':>10}{'tokens/s':>12}")
     print(f"{'one prompt at a time':<28}{single_s:>10.1f}{single_tok:>10}{single_tok / single_s:>12.1f}")

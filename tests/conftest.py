@@ -19,6 +19,9 @@ def isolated_home(tmp_path_factory, monkeypatch):
     home = tmp_path_factory.mktemp("comptrust-home")
     monkeypatch.setenv("COMPTRUST_HOME", str(home))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # Tests compare texts and log-likelihoods computed in different ways: pin float32 so they do
+    # not depend on whether this CPU has AMX (where the default would be bfloat16).
+    monkeypatch.setenv("COMPTRUST_DTYPE", "float32")
     return home
 
 

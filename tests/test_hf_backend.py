@@ -58,7 +58,10 @@ def test_completion_lengths_and_on_result_callback(backend):
     assert out[2].prompt_tokens > out[0].prompt_tokens  # longer statement, longer prompt
 
 
-def test_generation_stops_at_eos(tiny_llama):
+def test_generation_stops_at_eos(tiny_llama, monkeypatch):
+    import comptrust.backends.hf as hf
+
+    monkeypatch.setattr(hf, "MIN_SHARED_PREFIX", 10**9)  # every lm_head call below is a generate step
     backend = HFBackend.from_path(tiny_llama, batch_size=2)
     eos = backend.tokenizer.eos_token_id
     calls = {"n": 0}
@@ -85,25 +88,54 @@ def test_dt_templates_change_the_prompt(tiny_llama):
     assert b.fingerprint != HFBackend.from_path(tiny_llama).fingerprint
 
 
-def test_shared_prefill_gives_the_same_text_as_separate_prompts(backend, monkeypatch):
-    params = GenParams(max_tokens=10, temperature=1.0, n=3, seed=5)
-    rows = _rows(params, n_prompts=3, draws=3)  # each prompt drawn 3 times: its prefill is shared
-    calls = []
-    original = HFBackend._shared_prefill
+def _texts(backend, rows):
+    return [c.text for c in backend.generate(rows)]
 
-    def spy(self, *args):
-        cache = original(self, *args)
-        calls.append(cache is not None)
-        return cache
 
-    monkeypatch.setattr(HFBackend, "_shared_prefill", spy)
-    shared = [c.text for c in backend.generate(rows)]
-    assert any(calls)
-    monkeypatch.setattr(HFBackend, "_shared_prefill", lambda self, *args: None)
-    separate = [c.text for c in backend.generate(rows)]
-    assert shared == separate
-    greedy = _rows(GenParams(max_tokens=8, temperature=0.0, n=2), n_prompts=2, draws=2)
-    monkeypatch.setattr(HFBackend, "_shared_prefill", original)
-    a = [c.text for c in backend.generate(greedy)]
-    monkeypatch.setattr(HFBackend, "_shared_prefill", lambda self, *args: None)
-    assert a == [c.text for c in backend.generate(greedy)]
+def test_prefix_and_prompt_sharing_give_the_same_text_as_plain_batches(backend, monkeypatch):
+    import comptrust.backends.hf as hf
+
+    sampled = _rows(GenParams(max_tokens=10, temperature=1.0, n=3, seed=5), n_prompts=3, draws=3)
+    greedy = _rows(GenParams(max_tokens=8, temperature=0.0), n_prompts=3, draws=1)
+    assert hf.common_prefix_length([backend._encode(backend.prompt_text(r.messages)) for r in sampled]) >= 8
+    used = {"prefix": 0, "unique": 0}
+    prefix_cache, shared_prefill = HFBackend._prefix_cache, HFBackend._shared_prefill
+
+    def count(kind, fn):
+        def wrapper(self, *args):
+            cache = fn(self, *args)
+            used[kind] += cache is not None
+            return cache
+        return wrapper
+
+    monkeypatch.setattr(HFBackend, "_prefix_cache", count("prefix", prefix_cache))
+    monkeypatch.setattr(HFBackend, "_shared_prefill", count("unique", shared_prefill))
+    with_prefix = (_texts(backend, sampled), _texts(backend, greedy))
+    assert used["prefix"] > 0
+    monkeypatch.setattr(hf, "MIN_SHARED_PREFIX", 10**9)  # no prefix sharing: duplicates share their prompt
+    with_unique = (_texts(backend, sampled), _texts(backend, greedy))
+    assert used["unique"] > 0
+    monkeypatch.setattr(HFBackend, "_shared_prefill", lambda self, *args: None)  # nothing shared at all
+    plain = (_texts(backend, sampled), _texts(backend, greedy))
+    assert with_prefix == plain and with_unique == plain
+
+
+def test_dtype_choice_and_bfloat16_generation(tiny_llama, monkeypatch):
+    import torch
+
+    from comptrust.backends.hf import choose_dtype
+    from comptrust.errors import ConfigError
+
+    monkeypatch.delenv("COMPTRUST_DTYPE")
+    assert choose_dtype("cuda") == torch.bfloat16
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert choose_dtype("cpu") == torch.float32
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert choose_dtype("cpu") == torch.bfloat16
+    assert choose_dtype("cpu", "float32") == torch.float32
+    with pytest.raises(ConfigError, match="unknown dtype 'int3'"):
+        choose_dtype("cpu", "int3")
+    b16 = HFBackend.from_path(tiny_llama, dtype="bfloat16")
+    assert b16.model.dtype == torch.bfloat16 and "bfloat16" in b16.fingerprint
+    out = b16.generate(_rows(GenParams(max_tokens=5, temperature=1.0, seed=2), n_prompts=2, draws=1))
+    assert len(out) == 2 and all(0 < c.completion_tokens <= 5 for c in out)

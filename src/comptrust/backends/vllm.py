@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from comptrust.backends.base import OnResult
-from comptrust.chat import TEMPLATES, render
+from comptrust.chat import check_template, render
 from comptrust.errors import BackendError, ConfigError
 from comptrust.models import ModelRef, resolve_model, weights_fingerprint
 from comptrust.types import Completion, GenRow
@@ -79,8 +79,7 @@ class VLLMBackend:
 
     def __init__(self, llm: Any, tokenizer: Any, ref: ModelRef, chat_template: str = "model",
                  batch_size: int | None = None, dtype: str = "auto", ignore_eos: bool = False) -> None:
-        if chat_template not in TEMPLATES:
-            raise ConfigError(f"unknown chat template {chat_template!r}", f"choose one of: {', '.join(TEMPLATES)}")
+        check_template(chat_template)
         self.llm = llm
         self.tokenizer = tokenizer
         self.ref = ref

@@ -16,20 +16,25 @@ import tempfile
 from pathlib import Path
 
 
-def build_model(path: Path, layers: int, hidden: int, intermediate: int, heads: int, dtype: str) -> Path:
-    """Save a random Llama with the given shape plus a copy of a small tokenizer."""
+def build_model(path: Path, layers: int, hidden: int, intermediate: int, heads: int, dtype: str,
+                tokenizer_path: str | None = None) -> Path:
+    """Save a random Llama with the given shape plus a copy of a small tokenizer (SmolLM2's, or ``tokenizer_path``)."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     from comptrust.models import resolve_model
 
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model("smollm2-135m-instruct").path)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_path or resolve_model("smollm2-135m-instruct").path)
     # SmolLM2's tokenizer (49k tokens, Llama-2 has 32k): the embedding is not what is being timed
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=intermediate,
                          num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
                          max_position_embeddings=4096, tie_word_embeddings=False)
     torch.manual_seed(0)
-    model = LlamaForCausalLM(config).to(getattr(torch, dtype))
+    # Built on the GPU where there is one: initialising 7B parameters on CPU in float32 takes minutes.
+    torch.set_default_dtype(getattr(torch, dtype))
+    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
+        model = LlamaForCausalLM(config)
+    torch.set_default_dtype(torch.float32)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
@@ -44,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--calib-samples", type=int, default=32)
     parser.add_argument("--calib-seqlen", type=int, default=256)
+    parser.add_argument("--tokenizer", help="tokenizer folder (default: SmolLM2's, converted from its GGUF)")
     parser.add_argument("--workdir", type=Path, help="where to write the models (default: a temp dir)")
     args = parser.parse_args(argv)
     import torch
@@ -51,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     from comptrust.compression import compress_model, load_manifest
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="comptrust-gpu-bench-"))
-    base = build_model(work / "llama-shaped", args.layers, args.hidden, args.intermediate, args.heads, args.dtype)
+    base = build_model(work / "llama-shaped", args.layers, args.hidden, args.intermediate, args.heads, args.dtype,
+                       args.tokenizer)
     calib = {"calib_samples": args.calib_samples, "calib_seqlen": args.calib_seqlen}
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU only"
     print(f"shape: {args.layers} layers, hidden {args.hidden}, intermediate {args.intermediate}, {args.dtype}; "

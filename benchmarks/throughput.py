@@ -1,21 +1,28 @@
 """Generation throughput: one prompt at a time (as the reference implementation) vs comptrust.
 
     .venv/bin/python benchmarks/throughput.py                      # CPU: SmolLM2-135M, smoke prompts
-    python benchmarks/throughput.py --shape llama2-13b --prompts 512 --max-new-tokens 128   # GPU
+    python benchmarks/throughput.py --shape llama2-13b             # GPU: random Llama-2-13B shape
+    benchmarks/device_throughput.sh                                # the prepared GPU run (both shapes)
 
 The same prompts (the smoke suite's DecodingTrust-format prompts, cycled to
-``--prompts``) are generated three ways in one process:
+``--prompts``) are generated up to four ways in one process, on one copy of the
+weights:
 
 1. ``reference``: batch 1, one ``generate`` call per prompt, as DecodingTrust's
    HF path does (comptrust's HFBackend with ``batch_size=1``: no padding at all);
-2. ``hf``: comptrust's batched transformers backend (``--batch-size``, default automatic);
-3. ``vllm``: comptrust's vLLM backend, when vllm is installed (GPU only).
+2. ``hf-plain``: plain ``model.generate`` on left-padded batches of
+   ``--plain-batch-size`` (128) with transformers' default cache, the yardstick
+   of the issue's reference measurement;
+3. ``hf``: comptrust's batched transformers backend (``--batch-size``, default
+   automatic; reserved KV cache, shared prefixes, length buckets);
+4. ``vllm``: comptrust's vLLM backend, when vllm is installed (GPU only).
 
 EOS is disabled (``--ignore-eos``, default on) so every way generates exactly
-``prompts x max_new_tokens`` tokens and the rates compare like for like.  With
+``max_new_tokens`` per prompt and the rates compare like for like.  With
 ``--shape llama2-7b|llama2-13b`` a random-weight model of that shape (bfloat16,
-SmolLM2's tokenizer, so vocab 49,152 instead of 32,000) is built on the GPU,
-saved to a temporary folder and loaded by every way.  ``--reference-prompts``
+SmolLM2's tokenizer, so vocab 49,152 instead of 32,000) is built in GPU memory;
+only the vLLM way saves it to a temporary folder.  ``--tokenizer`` reads the
+tokenizer from a folder (the device has no GGUF reader).  ``--reference-prompts``
 times the slow way on fewer prompts (its rate does not depend on the count).
 """
 
@@ -55,46 +62,97 @@ def prompts(n: int, max_new_tokens: int) -> list[Any]:
     return [GenRow(messages[i % len(messages)], params, 0, row_seed(0, str(i), "bench", 0)) for i in range(n)]
 
 
-def random_model(shape: str, folder: Path) -> Path:
-    """A random-weight Llama of ``shape`` in bfloat16 with SmolLM2's tokenizer (GPU only)."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+def load_tokenizer(path: str | None) -> Any:
+    """SmolLM2's tokenizer: from ``path`` (a saved tokenizer folder) or the converted demo model."""
+    from transformers import AutoTokenizer
 
     from comptrust.models import resolve_model
 
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model("smollm2-135m-instruct").path)
+    tokenizer = AutoTokenizer.from_pretrained(path or resolve_model("smollm2-135m-instruct").path,
+                                              padding_side="left")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def random_model(shape: str, tokenizer: Any) -> Any:
+    """A random-weight Llama of ``shape`` in bfloat16 on the GPU, EOS disabled (nothing touches the disk)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
     config = LlamaConfig(vocab_size=len(tokenizer), max_position_embeddings=4096, **SHAPES[shape],
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id, torch_dtype="bfloat16")
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=None,
+                         pad_token_id=tokenizer.pad_token_id, dtype="bfloat16")
     torch.manual_seed(0)
     torch.set_default_dtype(torch.bfloat16)
     with torch.device("cuda"):
         model = LlamaForCausalLM(config)
     torch.set_default_dtype(torch.float32)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    del model
-    torch.cuda.empty_cache()
-    return folder
+    model.generation_config.eos_token_id = None
+    return model.eval()
+
+
+def hf_backend(model: Any, tokenizer: Any, folder: Path, name: str, batch_size: int | None,
+               ignore_eos: bool) -> Any:
+    """comptrust's HFBackend around an already loaded model (its fingerprint names the weights)."""
+    from comptrust.backends.hf import HFBackend
+    from comptrust.models import ModelRef
+
+    backend = HFBackend(model, tokenizer, ModelRef(folder, "local", name), batch_size=batch_size,
+                        weights_hash=f"benchmark-{name}")
+    if ignore_eos:
+        backend.eos_ids = []
+        model.generation_config.eos_token_id = None
+    return backend
+
+
+class PlainGenerate:
+    """``model.generate`` on left-padded batches of a fixed size with transformers' default (dynamic) cache.
+
+    This is what "plain batched HF generate" means in the issue's reference measurement
+    (1,764 tok/s at batch 128 for 13B on one H200): the yardstick comptrust's backend must beat.
+    """
+
+    def __init__(self, backend: Any, batch_size: int) -> None:
+        self.backend, self.batch_size = backend, batch_size
+
+    def generate(self, rows: list[Any]) -> list[Any]:
+        import torch
+
+        from comptrust.types import Completion
+
+        b, out = self.backend, []
+        for start in range(0, len(rows), self.batch_size):
+            chunk = rows[start:start + self.batch_size]
+            texts = [b.prompt_text(r.messages) for r in chunk]
+            enc = b.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(b.device)
+            with torch.inference_mode():
+                ids = b.model.generate(**enc, max_new_tokens=chunk[0].params.max_tokens, do_sample=False,
+                                       eos_token_id=b.eos_ids or None, pad_token_id=b.tokenizer.pad_token_id)
+            width = enc["input_ids"].shape[1]
+            for row in ids[:, width:].tolist():
+                out.append(Completion(text="", prompt_tokens=width, completion_tokens=len(row)))
+        return out
 
 
 def timed(backend: Any, rows: list[Any]) -> dict[str, Any]:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
     out = backend.generate(rows)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
     seconds = time.perf_counter() - started
     tokens = sum(c.completion_tokens for c in out)
+    result = {"prompts": len(rows), "tokens": tokens, "seconds": round(seconds, 2),
+              "tokens_per_second": round(tokens / seconds, 2)}
+    if torch.cuda.is_available():
+        result["peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 1)
     print(f"  {len(rows)} prompts, {tokens} tokens in {seconds:.1f} s", file=sys.stderr, flush=True)
-    return {"prompts": len(rows), "tokens": tokens, "seconds": round(seconds, 2),
-            "tokens_per_second": round(tokens / seconds, 2)}
-
-
-def hf_backend(path: str, batch_size: int | None, ignore_eos: bool) -> Any:
-    from comptrust.backends.hf import HFBackend
-
-    backend = HFBackend.from_path(path, batch_size=batch_size)
-    if ignore_eos:
-        backend.eos_ids = []
-    return backend
+    return result
 
 
 def machine() -> str:
@@ -108,6 +166,23 @@ def machine() -> str:
     return f"CPU only, {cores} cores available ({platform.machine()}), torch threads {torch.get_num_threads()}"
 
 
+def measure(way: str, run: Any, results: dict[str, Any]) -> None:
+    """Run one way; a failure (OOM, missing vLLM) is recorded and the other ways still run."""
+    print(f"{way} ...", file=sys.stderr, flush=True)
+    try:
+        results[way] = run()
+    except Exception as exc:  # one way's failure must not lose the others' figures
+        results[way] = {"skipped": f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"}
+    finally:
+        import gc
+
+        import torch
+
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
 def main(argv: list[str] | None = None) -> int:
     import torch
 
@@ -115,10 +190,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shape", choices=("smollm2", *SHAPES), default="llama2-13b" if gpu else "smollm2")
     ap.add_argument("--prompts", type=int, default=512 if gpu else 32)
-    ap.add_argument("--reference-prompts", type=int, default=32 if gpu else 8)
+    ap.add_argument("--reference-prompts", type=int, default=8)
     ap.add_argument("--max-new-tokens", type=int, default=128 if gpu else 32)
     ap.add_argument("--batch-size", type=int, default=None, help="hf batch size (default: automatic)")
-    ap.add_argument("--ways", default="reference,hf,vllm")
+    ap.add_argument("--plain-batch-size", type=int, default=128, help="batch of the hf-plain way")
+    ap.add_argument("--plain-prompts", type=int, default=None, help="prompts of the hf-plain way (default: --prompts)")
+    ap.add_argument("--ways", default="reference,hf-plain,hf,vllm")
+    ap.add_argument("--tokenizer", default=None, help="tokenizer folder for random shapes (default: SmolLM2's)")
     ap.add_argument("--ignore-eos", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args(argv)
@@ -127,53 +205,79 @@ def main(argv: list[str] | None = None) -> int:
     from comptrust.models import resolve_model
 
     tmp = tempfile.TemporaryDirectory(prefix="comptrust-bench-")
+    tokenizer = load_tokenizer(args.tokenizer)
     if args.shape == "smollm2":
-        path = str(resolve_model("smollm2-135m-instruct").path)
+        from transformers import AutoModelForCausalLM
+
+        from comptrust.backends.hf import choose_dtype
+
+        folder = resolve_model("smollm2-135m-instruct").path
+        device = "cuda" if gpu else "cpu"
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=choose_dtype(device)).to(device).eval()
     else:
         if not gpu:
             print(f"--shape {args.shape} needs a CUDA GPU (random weights of that size on CPU are pointless)")
             return 2
-        path = str(random_model(args.shape, Path(tmp.name) / args.shape))
+        folder = Path(tmp.name) / args.shape
+        model = random_model(args.shape, tokenizer)
     rows = prompts(args.prompts, args.max_new_tokens)
     results: dict[str, Any] = {}
-    if "reference" in ways:
-        backend = hf_backend(path, 1, args.ignore_eos)
-        timed(backend, rows[:1])  # warm-up (kernels, allocator)
-        results["reference"] = timed(backend, rows[:args.reference_prompts])
-        del backend
-    if "hf" in ways:
-        backend = hf_backend(path, args.batch_size, args.ignore_eos)
-        timed(backend, rows[:min(len(rows), 4)])
-        results["hf"] = timed(backend, rows) | {"batch_size": args.batch_size or backend._batch_size(
-            args.max_new_tokens + 512)}
-        del backend
-        if gpu:
-            torch.cuda.empty_cache()
-    if "vllm" in ways:
-        try:
-            from comptrust.backends.vllm import VLLMBackend
 
-            backend = VLLMBackend.from_spec(path, ignore_eos=args.ignore_eos)
-            timed(backend, rows[:4])
-            results["vllm"] = timed(backend, rows)
-        except Exception as exc:  # absent or failing vLLM must not lose the other measurements
-            results["vllm"] = {"skipped": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
+    def backend(batch_size: int | None) -> Any:
+        return hf_backend(model, tokenizer, Path(folder), args.shape, batch_size, args.ignore_eos)
+
+    def reference() -> dict[str, Any]:
+        one = backend(1)
+        timed(one, rows[:1])  # warm-up (kernels, allocator)
+        return timed(one, rows[:args.reference_prompts])
+
+    def plain() -> dict[str, Any]:
+        way = PlainGenerate(backend(None), args.plain_batch_size)
+        timed(way, rows[:2])
+        return timed(way, rows[:args.plain_prompts or len(rows)]) | {"batch_size": args.plain_batch_size}
+
+    def batched() -> dict[str, Any]:
+        ours = backend(args.batch_size)
+        timed(ours, rows[:4])
+        out = timed(ours, rows)
+        return out | {"batch_size": args.batch_size or ours._batch_size(args.max_new_tokens + max(
+            len(ours._encode(ours.prompt_text(r.messages))) for r in rows)), "oom_retries": ours.oom_retries}
+
+    def vllm_way() -> dict[str, Any]:
+        from comptrust.backends.vllm import VLLMBackend, import_vllm
+
+        import_vllm()  # fail before saving a multi-GB model when vLLM is absent
+        if args.shape != "smollm2":
+            model.save_pretrained(folder)
+            tokenizer.save_pretrained(folder)
+        engine = VLLMBackend.from_spec(str(folder), ignore_eos=args.ignore_eos)
+        timed(engine, rows[:4])
+        return timed(engine, rows)
+
+    for way, run in (("reference", reference), ("hf-plain", plain), ("hf", batched), ("vllm", vllm_way)):
+        if way in ways:
+            measure(way, run, results)
 
     base = results.get("reference", {}).get("tokens_per_second")
-    report = {"date": datetime.now(UTC).strftime("%Y-%m-%d"), "machine": machine(), "shape": args.shape,
-              "model": path if args.shape == "smollm2" else f"random {args.shape}", "prompts": args.prompts,
+    report = {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(), "shape": args.shape,
+              "model": str(folder) if args.shape == "smollm2" else f"random {args.shape}", "prompts": args.prompts,
               "max_new_tokens": args.max_new_tokens, "ignore_eos": args.ignore_eos,
-              "versions": {"torch": torch.__version__, "python": platform.python_version()}, "results": results}
-    print(f"{report['date']}  {report['machine']}  model {args.shape}  {args.max_new_tokens} new tokens/prompt")
-    print(f"{'way':<10} {'prompts':>8} {'tokens':>8} {'seconds':>9} {'tok/s':>10} {'vs reference':>13}")
+              "dtype": str(model.dtype).replace("torch.", ""),
+              "versions": {"torch": torch.__version__, "transformers": __import__("transformers").__version__,
+                           "python": platform.python_version()}, "results": results}
+    print(f"{report['date']}  {report['machine']}  model {args.shape} ({report['dtype']})  "
+          f"{args.max_new_tokens} new tokens/prompt")
+    print(f"{'way':<10} {'prompts':>8} {'batch':>6} {'tokens':>8} {'seconds':>9} {'tok/s':>10} {'vs reference':>13}")
     for way, r in results.items():
         if "skipped" in r:
             print(f"{way:<10} skipped ({r['skipped']})")
             continue
         ratio = f"{r['tokens_per_second'] / base:.1f}x" if base else "—"
-        print(f"{way:<10} {r['prompts']:>8} {r['tokens']:>8} {r['seconds']:>9.2f} {r['tokens_per_second']:>10.1f} "
-              f"{ratio:>13}")
+        batch = r.get("batch_size", 1 if way == "reference" else "auto")
+        print(f"{way:<10} {r['prompts']:>8} {batch!s:>6} {r['tokens']:>8} {r['seconds']:>9.2f} "
+              f"{r['tokens_per_second']:>10.1f} {ratio:>13}")
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     tmp.cleanup()
     return 0

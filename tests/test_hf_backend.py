@@ -139,3 +139,116 @@ def test_dtype_choice_and_bfloat16_generation(tiny_llama, monkeypatch):
     assert b16.model.dtype == torch.bfloat16 and "bfloat16" in b16.fingerprint
     out = b16.generate(_rows(GenParams(max_tokens=5, temperature=1.0, seed=2), n_prompts=2, draws=1))
     assert len(out) == 2 and all(0 < c.completion_tokens <= 5 for c in out)
+
+
+def test_reserved_kv_cache_gives_the_same_text_as_transformers_dynamic_cache(backend, monkeypatch):
+    import comptrust.backends.hf as hf
+
+    sampled = _rows(GenParams(max_tokens=10, temperature=1.0, n=3, seed=5), n_prompts=3, draws=3)
+    greedy = _rows(GenParams(max_tokens=8, temperature=0.0), n_prompts=4, draws=1)
+    made = []
+    new_cache = HFBackend._new_cache
+    monkeypatch.setattr(HFBackend, "_new_cache", lambda self, capacity: made.append(capacity) or
+                        new_cache(self, capacity))
+    reserved = (_texts(backend, sampled), _texts(backend, greedy))
+    monkeypatch.setattr(hf, "MIN_SHARED_PREFIX", 10**9)  # also the shared-prefill and the plain path
+    reserved_unshared = (_texts(backend, sampled), _texts(backend, greedy))
+    assert made and all(c > 10 for c in made)
+    monkeypatch.setattr(HFBackend, "_new_cache", lambda self, capacity: None)  # transformers' DynamicCache
+    dynamic_unshared = (_texts(backend, sampled), _texts(backend, greedy))
+    monkeypatch.setattr(hf, "MIN_SHARED_PREFIX", 8)
+    dynamic = (_texts(backend, sampled), _texts(backend, greedy))
+    assert reserved == dynamic and reserved_unshared == dynamic_unshared
+
+
+def test_reserved_layer_writes_in_place_and_selects_crops_and_grows():
+    import torch
+
+    from comptrust.backends.kv_cache import ReservedCache, reservable
+
+    cache = ReservedCache(num_layers=1, capacity=4)
+    layer = cache.layers[0]
+    k1 = torch.arange(2 * 1 * 3 * 2, dtype=torch.float32).reshape(2, 1, 3, 2)
+    keys, values = cache.update(k1, -k1, 0)
+    assert keys.shape == (2, 1, 3, 2) and torch.equal(keys, k1) and torch.equal(values, -k1)
+    buffer = layer._keys
+    k2 = torch.full((2, 1, 1, 2), 7.0)
+    keys, _ = cache.update(k2, k2, 0)
+    assert layer._keys is buffer and keys.data_ptr() == buffer.data_ptr()  # no copy while it fits
+    assert torch.equal(keys, torch.cat([k1, k2], dim=-2)) and cache.get_seq_length() == 4
+    keys, _ = cache.update(k2 + 1, k2 + 1, 0)  # past the reservation: grows, keeps the contents
+    assert layer.capacity >= 5 and torch.equal(keys[:, :, :4], torch.cat([k1, k2], dim=-2))
+    assert torch.equal(keys[:, :, 4], torch.full((2, 1, 2), 8.0))
+    cache.reorder_cache(torch.tensor([1, 1, 0]))
+    assert layer.keys.shape[0] == 3 and torch.equal(layer.keys[0], layer.keys[1])
+    assert torch.equal(layer.keys[2, :, :3], k1[0])
+    layer.batch_select_indices(torch.tensor([False, True, True]))
+    assert layer.keys.shape[0] == 2 and torch.equal(layer.keys[1, :, :3], k1[0])
+    layer.crop(-2)
+    assert cache.get_seq_length() == 3 and layer.keys.shape[-2] == 3
+
+    class Config:
+        num_hidden_layers = 2
+
+    assert reservable(Config())
+    Config.layer_types = ["full_attention", "sliding_attention"]
+    assert not reservable(Config())
+
+
+def test_gpu_batch_size_fits_the_reserved_cache_and_prefill_in_free_memory(tiny_llama, monkeypatch):
+    import torch
+
+    b = HFBackend.from_path(tiny_llama)  # float32 in tests: 2 layers, 2 KV heads of 16, hidden 64, MLP 128
+    monkeypatch.setattr(b, "device", torch.device("cuda"))
+    # per token: KV 2*2*2*16*4 = 512 bytes, prefill activations (3*128 + 4*64)*4 = 2560 bytes
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (100_000_000, 200_000_000))
+    assert b._batch_size(100) == int(0.8 * 100_000_000 // (3072 * 100)) == 260
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (10**12, 10**12))
+    assert b._batch_size(100) == 512  # capped
+    b.requested_batch_size = 3
+    assert b._batch_size(100) == 3
+
+
+def test_out_of_memory_halves_an_automatic_batch_and_keeps_every_text(tiny_llama, monkeypatch):
+    import torch
+
+    from comptrust.errors import BackendError
+
+    b = HFBackend.from_path(tiny_llama, batch_size=8)
+    rows = _rows(GenParams(max_tokens=6, temperature=1.0, n=2, seed=3), n_prompts=4, draws=2)
+    expected = _texts(b, rows)
+    real = HFBackend._generate_batch
+    sizes = []
+
+    def small_memory(self, prompts, *args):
+        sizes.append(len(prompts))
+        if len(prompts) > 3:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(self, prompts, *args)
+
+    monkeypatch.setattr(HFBackend, "_generate_batch", small_memory)
+    b.requested_batch_size = None  # automatic: 16 on CPU
+    assert _texts(b, rows) == expected
+    assert sizes[:3] == [8, 4, 2] and b.oom_retries == 2 and sum(sizes[2:]) == 8
+    b.requested_batch_size = 4  # the user's choice is kept: a clear error instead
+    with pytest.raises(BackendError, match="out of memory generating a batch of 4.*smaller --batch-size"):
+        b.generate(rows)
+
+
+def test_gpu_batches_grow_as_prompts_get_shorter(tiny_llama, monkeypatch):
+    import torch
+
+    b = HFBackend.from_path(tiny_llama)
+    monkeypatch.setattr(b, "device", torch.device("cuda"))
+    # room for 3072 * 1000 bytes / 0.8: tokens_per_row 40 -> 25 rows, 20 -> 50 rows
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (3072 * 1000 / 0.8, 0))
+    sizes = []
+    monkeypatch.setattr(HFBackend, "_encode", lambda self, prompt: [5] * int(prompt.split("|")[1]))
+    monkeypatch.setattr(HFBackend, "_generate_batch", lambda self, prompts, seeds, *a: sizes.append(
+        (len(prompts), max(map(len, prompts)))) or [None] * len(prompts))
+    monkeypatch.setattr(HFBackend, "prompt_text", lambda self, messages: messages[0]["content"])
+    params = GenParams(max_tokens=10)
+    rows = [GenRow(({"role": "user", "content": f"p|{30 if i < 30 else 10}"},), params, 0, i) for i in range(100)]
+    b.generate(rows)
+    # 30 long prompts then 70 short: batches sized by their own longest prompt
+    assert sizes == [(25, 30), (25, 30), (50, 10)]

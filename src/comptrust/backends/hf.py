@@ -18,13 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from comptrust.backends.base import OnResult
+from comptrust.backends.kv_cache import reserved_cache
 from comptrust.chat import check_template, render
 from comptrust.errors import BackendError, ConfigError
 from comptrust.models import ModelRef, quiet_transformers, resolve_model, weights_fingerprint
 from comptrust.types import Completion, GenRow
 
 CPU_DEFAULT_BATCH = 16
-GPU_MAX_BATCH = 256
+GPU_MAX_BATCH = 512
+GPU_MEMORY_FRACTION = 0.8  # of the memory free after loading, for the batch's KV cache and activations
 MIN_SHARED_PREFIX = 8  # shorter common prefixes are not worth a separate forward pass
 
 
@@ -101,7 +103,8 @@ class HFBackend:
     name = "hf"
 
     def __init__(self, model: Any, tokenizer: Any, ref: ModelRef, chat_template: str = "model",
-                 batch_size: int | None = None) -> None:
+                 batch_size: int | None = None, weights_hash: str | None = None) -> None:
+        """``weights_hash`` names weights that exist only in memory (benchmarks); else the folder's files are hashed."""
         check_template(chat_template)
         self.model = model
         self.tokenizer = tokenizer
@@ -109,9 +112,10 @@ class HFBackend:
         self.chat_template = chat_template
         self.requested_batch_size = batch_size
         self.device = next(model.parameters()).device
-        self.weights_hash = weights_fingerprint(ref.path)
+        self.weights_hash = weights_hash or weights_fingerprint(ref.path)
         self.fingerprint = f"hf-{self.weights_hash}-{chat_template}-{str(model.dtype).replace('torch.', '')}"
         self.eos_ids = self._eos_ids()
+        self.oom_retries = 0  # automatic batches halved after running out of memory
 
     @classmethod
     def from_path(cls, spec: str | Path, batch_size: int | None = None, chat_template: str | None = None,
@@ -155,6 +159,8 @@ class HFBackend:
 
     def generate(self, rows: Sequence[GenRow], on_result: OnResult | None = None) -> list[Completion]:
         """Complete every row; rows with equal decoding parameters share batches."""
+        import torch
+
         results: list[Completion | None] = [None] * len(rows)
         encoded = [self._encode(self.prompt_text(r.messages)) for r in rows]
         groups: dict[tuple[int, float, float], list[int]] = defaultdict(list)
@@ -162,15 +168,22 @@ class HFBackend:
             groups[(row.params.max_tokens, row.params.temperature, row.params.top_p)].append(i)
         for (max_tokens, temperature, top_p), idxs in groups.items():
             idxs.sort(key=lambda i: -len(encoded[i]))  # length buckets: similar lengths share a batch
-            batch = self._batch_size(max(len(encoded[i]) for i in idxs) + max_tokens)
-            for start in range(0, len(idxs), batch):
+            start, cap = 0, len(idxs)
+            while start < len(idxs):
+                # Each batch is sized for its own longest prompt: shorter prompts come later, in larger batches.
+                batch = min(cap, self._batch_size(len(encoded[idxs[start]]) + max_tokens))
                 chunk = idxs[start:start + batch]
-                texts = self._generate_batch([encoded[i] for i in chunk], [rows[i].row_seed for i in chunk],
-                                             max_tokens, temperature, top_p)
+                try:
+                    texts = self._generate_batch([encoded[i] for i in chunk], [rows[i].row_seed for i in chunk],
+                                                 max_tokens, temperature, top_p)
+                except torch.OutOfMemoryError as exc:
+                    cap = self._smaller_batch_after(exc, len(chunk))
+                    continue
                 for i, completion in zip(chunk, texts, strict=True):
                     results[i] = completion
                     if on_result:
                         on_result(i, completion)
+                start += len(chunk)
         return [r for r in results if r is not None]
 
     def choice_logprobs(self, prompts: list[str], choices: list[str]) -> list[list[float]]:
@@ -204,25 +217,58 @@ class HFBackend:
         import torch
 
         free, _total = torch.cuda.mem_get_info(self.device)
-        cfg = self.model.config
+        cfg = self.model.config.get_text_config(decoder=True)
         heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
         head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-        kv_bytes_per_token = 2 * cfg.num_hidden_layers * heads * head_dim * self.model.dtype.itemsize
-        # Leave room for activations and logits: use half of the free memory for the KV cache.
-        fit = int(free * 0.5 // max(1, kv_bytes_per_token * tokens_per_row))
+        itemsize = self.model.dtype.itemsize
+        kv_per_token = 2 * cfg.num_hidden_layers * heads * head_dim * itemsize
+        # Prefill holds one layer's activations at a time: the MLP's gate, up and product, and
+        # the attention projections.
+        intermediate = getattr(cfg, "intermediate_size", None) or 4 * cfg.hidden_size
+        activations_per_token = (3 * intermediate + 4 * cfg.hidden_size) * itemsize
+        # The reserved KV cache is allocated once (no copy per step), so most of the free memory can
+        # hold it; the rest is left to the allocator's fragmentation and the logits.
+        fit = int(free * GPU_MEMORY_FRACTION // max(1, (kv_per_token + activations_per_token) * tokens_per_row))
         return max(1, min(GPU_MAX_BATCH, fit))
 
-    def _prefix_cache(self, prefix: Any, rows: int) -> Any:
+    def _new_cache(self, capacity: int) -> Any:
+        """An empty KV cache reserved for ``capacity`` positions per row (None: transformers' default)."""
+        return reserved_cache(self.model.config, capacity)
+
+    def _smaller_batch_after(self, exc: BaseException, rows: int) -> int:
+        """The batch size to retry with after an out-of-memory error, or the error for the user.
+
+        An automatic batch size is an estimate; halving it on OOM costs one batch's work and
+        changes no text (each row has its own seed).  A batch size the user chose is kept and
+        the error says how to change it.
+        """
+        import torch
+
+        if self.requested_batch_size or rows == 1:
+            raise BackendError(f"out of memory generating a batch of {rows}", "pass a smaller --batch-size") from exc
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        self.oom_retries += 1
+        return max(1, rows // 2)
+
+    def _cache_only(self) -> dict[str, int]:
+        """Forward arguments for a prefill whose logits are unused: one position, not rows x length x vocab."""
+        import inspect
+
+        return {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(self.model.forward).parameters else {}
+
+    def _prefix_cache(self, prefix: Any, rows: int, capacity: int) -> Any:
         """KV cache of a prefix all rows share (system prompt, instructions, demonstrations), encoded once."""
         import torch
 
         prefix = prefix.to(self.device)
-        out = self.model(input_ids=prefix, attention_mask=torch.ones_like(prefix), use_cache=True)
+        out = self.model(input_ids=prefix, attention_mask=torch.ones_like(prefix), use_cache=True,
+                         past_key_values=self._new_cache(capacity), **self._cache_only())
         cache = out.past_key_values
         cache.reorder_cache(torch.zeros(rows, dtype=torch.long, device=self.device))
         return cache
 
-    def _shared_prefill(self, prompts: list[list[int]], input_ids: Any, attention: Any) -> Any:
+    def _shared_prefill(self, prompts: list[list[int]], input_ids: Any, attention: Any, capacity: int) -> Any:
         """Encode each distinct prompt once and share its KV cache among its draws.
 
         DecodingTrust samples n=25 completions per prompt; without this the prompt would be
@@ -240,7 +286,8 @@ class HFBackend:
         ids = input_ids[firsts, :-1].to(self.device)
         mask = attention[firsts, :-1].to(self.device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                         past_key_values=self._new_cache(capacity), **self._cache_only())
         cache = out.past_key_values
         cache.reorder_cache(torch.tensor(row_to_unique, device=self.device))
         return cache
@@ -271,18 +318,16 @@ class HFBackend:
         processors = LogitsProcessorList()
         if temperature > 0:
             processors.append(_RowSampler(seeds, temperature, top_p, self.device))
-        try:
-            with torch.inference_mode():
-                if shared:
-                    cache = self._prefix_cache(input_ids[:1, :shared], len(prompts))
-                else:
-                    cache = self._shared_prefill(prompts, input_ids, attention)
-                out = self.model.generate(input_ids=input_ids.to(self.device),
-                                          attention_mask=attention.to(self.device), past_key_values=cache,
-                                          generation_config=config, logits_processor=processors)
-        except torch.OutOfMemoryError as exc:
-            raise BackendError(f"out of memory generating a batch of {len(prompts)}",
-                               "pass a smaller --batch-size") from exc
+        with torch.inference_mode():
+            capacity = width + max_tokens
+            if shared:
+                cache = self._prefix_cache(input_ids[:1, :shared], len(prompts), capacity)
+            else:
+                cache = self._shared_prefill(prompts, input_ids, attention, capacity)
+            if cache is None:
+                cache = self._new_cache(capacity)
+            out = self.model.generate(input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device),
+                                      past_key_values=cache, generation_config=config, logits_processor=processors)
         completions = []
         for i, p in enumerate(prompts):
             new = out[i, width:].tolist()

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The prepared GPU check of issues 7 and 3, one device call (~9 min on an H200; timeout_s 590):
+#   1. throughput on random Llama-2-13B and -7B shapes: one prompt at a time, plain batched
+#      generate (batch 128), comptrust's hf backend, vLLM if installed  -> $OUT/throughput-*.json
+#   2. GPTQ 4-bit and Wanda 2:4 wall time / peak memory on the 7B shape -> $OUT/compression-7b.log
+# Prepare first, here: bash benchmarks/device_prepare.sh.  On a machine without a GPU it runs a small
+# SmolLM2 throughput check instead (how this script itself is checked).  Usage: device_run.sh [all|throughput|compression]
+set -uo pipefail
+cd "$(dirname "$0")/.."
+WHAT=${1:-all}
+OUT=${OUT:-out/device}
+PY=${PY:-python3}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 COMPTRUST_HOME=${COMPTRUST_HOME:-/tmp/comptrust-home}
+if [ -d .device/wheels ] && ! "$PY" -c "import llmcompressor" 2>/dev/null; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/ct-site \
+    .device/wheels/*.whl && export PYTHONPATH=/tmp/ct-site
+fi
+export PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH}
+TOK=()
+[ -d .device/tokenizer ] && TOK=(--tokenizer .device/tokenizer)
+date -u +"%Y-%m-%d %H:%M UTC" | tee "$OUT/date.txt"
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+  if [ "$WHAT" != compression ]; then
+    for shape in llama2-13b llama2-7b; do
+      timeout 240 "$PY" benchmarks/throughput.py --shape "$shape" "${TOK[@]}" --prompts 512 --reference-prompts 8 \
+        --plain-prompts 256 --max-new-tokens 128 --json "$OUT/throughput-$shape.json" 2>&1 | tee "$OUT/throughput-$shape.log"
+    done
+  fi
+  if [ "$WHAT" != throughput ]; then
+    timeout 300 "$PY" benchmarks/compression_gpu.py "${TOK[@]}" --workdir /tmp/ct-gpu-bench 2>&1 \
+      | grep -v -E "it/s\]|s/it\]" | tee "$OUT/compression-7b.log"
+  fi
+else
+  echo "no GPU: SmolLM2 throughput check only"
+  "$PY" benchmarks/throughput.py "${TOK[@]}" --prompts 16 --reference-prompts 4 --plain-batch-size 8 \
+    --max-new-tokens 16 --json "$OUT/throughput-cpu.json" 2>&1 | tee "$OUT/throughput-cpu.log"
+fi

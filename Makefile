@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.comptrust-installed
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench clean vllm-env
 
 install: $(STAMP)
 
@@ -30,5 +30,12 @@ lint: install
 bench: install
 	$(BIN)/python benchmarks/generation.py
 
+# The vllm backend's own environment (CUDA machine; see requirements/vllm-env.txt for why it is separate).
+vllm-env:
+	test -x .venv-vllm/bin/python || $(PY) -m venv .venv-vllm
+	.venv-vllm/bin/pip install --quiet -r requirements/vllm-env.txt
+	.venv-vllm/bin/pip install --quiet --no-deps -e .
+	@echo "vllm environment ready: .venv-vllm/bin/comptrust eval ARTIFACT --backend vllm ..."
+
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info
+	rm -rf $(VENV) .venv-vllm build *.egg-info src/*.egg-info

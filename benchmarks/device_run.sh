@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
-# The prepared GPU check of issues 7 and 3, one device call (~9 min on an H200; timeout_s 590):
-#   1. throughput on random Llama-2-13B and -7B shapes: one prompt at a time, plain batched
-#      generate (batch 128), comptrust's hf backend, vLLM if installed  -> $OUT/throughput-*.json
-#   2. GPTQ 4-bit and Wanda 2:4 wall time / peak memory on the 7B shape -> $OUT/compression-7b.log
-# Prepare first, here: bash benchmarks/device_prepare.sh.  On a machine without a GPU it runs a small
-# SmolLM2 throughput check instead (how this script itself is checked).  Usage: device_run.sh [all|throughput|compression]
+# The prepared GPU checks of issues 7 and 3, in two device calls (each well inside 10 minutes):
+#   device_run.sh throughput   (timeout_s 560)  throughput on random Llama-2-13B and -7B shapes: one
+#       prompt at a time, plain batched generate (batch 128), comptrust's hf backend, vLLM if
+#       installed; then sampled decoding on 7B, vectorized vs per-row-loop sampler -> $OUT/throughput-*
+#   device_run.sh compression  (timeout_s 300)  GPTQ 4-bit and Wanda 2:4 wall time / peak memory on the
+#       7B shape -> $OUT/compression-7b.log
+# Prepare first, here: bash benchmarks/device_prepare.sh, and carry [".device"].  On a machine without a
+# GPU it runs a small SmolLM2 throughput check instead (how this script itself is checked).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-WHAT=${1:-all}
+WHAT=${1:-throughput}
 OUT=${OUT:-out/device}
 PY=${PY:-python3}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 COMPTRUST_HOME=${COMPTRUST_HOME:-/tmp/comptrust-home}
-if [ -d .device/wheels ] && ! "$PY" -c "import llmcompressor" 2>/dev/null; then
+# The compression stack travels as wheels (the device cannot reach PyPI); throughput needs none of it.
+if [ "$WHAT" = compression ] && [ -d .device/wheels ] && ! "$PY" -c "import llmcompressor" 2>/dev/null; then
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/ct-site \
     .device/wheels/*.whl && export PYTHONPATH=/tmp/ct-site
 fi
@@ -22,13 +25,15 @@ TOK=()
 date -u +"%Y-%m-%d %H:%M UTC" | tee "$OUT/date.txt"
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
-  if [ "$WHAT" != compression ]; then
+  if [ "$WHAT" = throughput ]; then
     for shape in llama2-13b llama2-7b; do
-      timeout 240 "$PY" benchmarks/throughput.py --shape "$shape" "${TOK[@]}" --prompts 512 --reference-prompts 8 \
+      timeout 210 "$PY" benchmarks/throughput.py --shape "$shape" "${TOK[@]}" --prompts 512 --reference-prompts 8 \
         --plain-prompts 256 --max-new-tokens 128 --json "$OUT/throughput-$shape.json" 2>&1 | tee "$OUT/throughput-$shape.log"
     done
-  fi
-  if [ "$WHAT" != throughput ]; then
+    timeout 100 "$PY" benchmarks/throughput.py --shape llama2-7b "${TOK[@]}" --prompts 512 --max-new-tokens 64 \
+      --temperature 1 --ways hf,hf-loop --json "$OUT/throughput-llama2-7b-sampled.json" 2>&1 \
+      | tee "$OUT/throughput-llama2-7b-sampled.log"
+  elif [ "$WHAT" = compression ]; then
     timeout 300 "$PY" benchmarks/compression_gpu.py "${TOK[@]}" --workdir /tmp/ct-gpu-bench 2>&1 \
       | grep -v -E "it/s\]|s/it\]" | tee "$OUT/compression-7b.log"
   fi

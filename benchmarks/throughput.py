@@ -39,6 +39,9 @@ from pathlib import Path
 from typing import Any
 
 SHAPES: dict[str, dict[str, int]] = {
+    # a toy shape that runs anywhere: checks the random-weights path (tests/test_throughput_benchmark.py)
+    "llama-tiny": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+                   "num_attention_heads": 4, "num_key_value_heads": 4},
     "llama2-7b": {"hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
                   "num_attention_heads": 32, "num_key_value_heads": 32},
     "llama2-13b": {"hidden_size": 5120, "intermediate_size": 13824, "num_hidden_layers": 40,
@@ -46,8 +49,8 @@ SHAPES: dict[str, dict[str, int]] = {
 }
 
 
-def prompts(n: int, max_new_tokens: int) -> list[Any]:
-    """``n`` generation rows built from the smoke suite's prompts (cycled), greedy."""
+def prompts(n: int, max_new_tokens: int, temperature: float = 0.0) -> list[Any]:
+    """``n`` generation rows built from the smoke suite's prompts (cycled), greedy unless ``temperature``."""
     from comptrust.backends.base import row_seed
     from comptrust.data.source import SmokeSuite
     from comptrust.perspectives.base import EvalOptions
@@ -58,7 +61,7 @@ def prompts(n: int, max_new_tokens: int) -> list[Any]:
     messages = []
     for name in ("stereotype", "ood", "adv_glue", "machine_ethics", "fairness", "toxicity"):
         messages += [s.messages for s in get_perspective(name).samples(data, options)]
-    params = GenParams(max_tokens=max_new_tokens)
+    params = GenParams(max_tokens=max_new_tokens, temperature=temperature)
     return [GenRow(messages[i % len(messages)], params, 0, row_seed(0, str(i), "bench", 0)) for i in range(n)]
 
 
@@ -75,8 +78,8 @@ def load_tokenizer(path: str | None) -> Any:
     return tokenizer
 
 
-def random_model(shape: str, tokenizer: Any) -> Any:
-    """A random-weight Llama of ``shape`` in bfloat16 on the GPU, EOS disabled (nothing touches the disk)."""
+def random_model(shape: str, tokenizer: Any, device: str = "cuda") -> Any:
+    """A random-weight Llama of ``shape`` in bfloat16 on ``device``, EOS disabled (nothing touches the disk)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -85,7 +88,7 @@ def random_model(shape: str, tokenizer: Any) -> Any:
                          pad_token_id=tokenizer.pad_token_id, dtype="bfloat16")
     torch.manual_seed(0)
     torch.set_default_dtype(torch.bfloat16)
-    with torch.device("cuda"):
+    with torch.device(device):
         model = LlamaForCausalLM(config)
     torch.set_default_dtype(torch.float32)
     model.generation_config.eos_token_id = None
@@ -104,6 +107,29 @@ def hf_backend(model: Any, tokenizer: Any, folder: Path, name: str, batch_size: 
         backend.eos_ids = []
         model.generation_config.eos_token_id = None
     return backend
+
+
+class LoopSampler:
+    """The sampler comptrust used before 2026-11-28: one seeded ``torch.multinomial`` per row per step.
+
+    Kept here only as the yardstick of the ``hf-loop`` way (``--temperature`` > 0), so the
+    vectorized per-row sampler's gain is measured side by side on the same GPU.
+    """
+
+    def __init__(self, seeds: list[int], temperature: float, top_p: float, device: Any) -> None:
+        import torch
+
+        self.temperature, self.top_p = temperature, top_p
+        self.generators = [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        probs = torch.softmax(scores.float() / self.temperature, dim=-1)
+        out = torch.full_like(scores, float("-inf"))
+        for i, g in enumerate(self.generators):
+            out[i, torch.multinomial(probs[i], 1, generator=g)] = 0.0
+        return out
 
 
 class PlainGenerate:
@@ -127,7 +153,9 @@ class PlainGenerate:
             texts = [b.prompt_text(r.messages) for r in chunk]
             enc = b.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(b.device)
             with torch.inference_mode():
-                ids = b.model.generate(**enc, max_new_tokens=chunk[0].params.max_tokens, do_sample=False,
+                sampling = {"do_sample": True, "temperature": chunk[0].params.temperature, "top_k": None} \
+                    if chunk[0].params.temperature > 0 else {"do_sample": False}
+                ids = b.model.generate(**enc, max_new_tokens=chunk[0].params.max_tokens, **sampling,
                                        eos_token_id=b.eos_ids or None, pad_token_id=b.tokenizer.pad_token_id)
             width = enc["input_ids"].shape[1]
             for row in ids[:, width:].tolist():
@@ -195,7 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=None, help="hf batch size (default: automatic)")
     ap.add_argument("--plain-batch-size", type=int, default=128, help="batch of the hf-plain way")
     ap.add_argument("--plain-prompts", type=int, default=None, help="prompts of the hf-plain way (default: --prompts)")
-    ap.add_argument("--ways", default="reference,hf-plain,hf,vllm")
+    ap.add_argument("--ways", default="reference,hf-plain,hf,vllm",
+                    help="any of reference, hf-plain, hf, hf-loop (hf with the old per-row sampler), vllm")
+    ap.add_argument("--temperature", type=float, default=0.0, help="> 0 samples (DecodingTrust's toxicity uses 1)")
     ap.add_argument("--tokenizer", default=None, help="tokenizer folder for random shapes (default: SmolLM2's)")
     ap.add_argument("--ignore-eos", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--json", type=Path, help="also write the results here")
@@ -215,12 +245,12 @@ def main(argv: list[str] | None = None) -> int:
         device = "cuda" if gpu else "cpu"
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=choose_dtype(device)).to(device).eval()
     else:
-        if not gpu:
+        if not gpu and args.shape != "llama-tiny":
             print(f"--shape {args.shape} needs a CUDA GPU (random weights of that size on CPU are pointless)")
             return 2
         folder = Path(tmp.name) / args.shape
-        model = random_model(args.shape, tokenizer)
-    rows = prompts(args.prompts, args.max_new_tokens)
+        model = random_model(args.shape, tokenizer, "cuda" if gpu else "cpu")
+    rows = prompts(args.prompts, args.max_new_tokens, args.temperature)
     results: dict[str, Any] = {}
 
     def backend(batch_size: int | None) -> Any:
@@ -243,6 +273,15 @@ def main(argv: list[str] | None = None) -> int:
         return out | {"batch_size": args.batch_size or ours._batch_size(args.max_new_tokens + max(
             len(ours._encode(ours.prompt_text(r.messages))) for r in rows)), "oom_retries": ours.oom_retries}
 
+    def batched_loop() -> dict[str, Any]:
+        import comptrust.backends.hf as hf
+
+        vectorized, hf._RowSampler = hf._RowSampler, LoopSampler
+        try:
+            return batched()
+        finally:
+            hf._RowSampler = vectorized
+
     def vllm_way() -> dict[str, Any]:
         from comptrust.backends.vllm import VLLMBackend, import_vllm
 
@@ -254,19 +293,21 @@ def main(argv: list[str] | None = None) -> int:
         timed(engine, rows[:4])
         return timed(engine, rows)
 
-    for way, run in (("reference", reference), ("hf-plain", plain), ("hf", batched), ("vllm", vllm_way)):
+    for way, run in (("reference", reference), ("hf-plain", plain), ("hf", batched), ("hf-loop", batched_loop),
+                     ("vllm", vllm_way)):
         if way in ways:
             measure(way, run, results)
 
     base = results.get("reference", {}).get("tokens_per_second")
     report = {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(), "shape": args.shape,
+              "temperature": args.temperature,
               "model": str(folder) if args.shape == "smollm2" else f"random {args.shape}", "prompts": args.prompts,
               "max_new_tokens": args.max_new_tokens, "ignore_eos": args.ignore_eos,
               "dtype": str(model.dtype).replace("torch.", ""),
               "versions": {"torch": torch.__version__, "transformers": __import__("transformers").__version__,
                            "python": platform.python_version()}, "results": results}
     print(f"{report['date']}  {report['machine']}  model {args.shape} ({report['dtype']})  "
-          f"{args.max_new_tokens} new tokens/prompt")
+          f"{args.max_new_tokens} new tokens/prompt, temperature {args.temperature}")
     print(f"{'way':<10} {'prompts':>8} {'batch':>6} {'tokens':>8} {'seconds':>9} {'tok/s':>10} {'vs reference':>13}")
     for way, r in results.items():
         if "skipped" in r:

@@ -229,6 +229,17 @@ def test_artifact_is_reused_by_content_hash(base, tmp_path, isolated_home):
     assert compress_model(other_base, "magnitude", sparsity=0.3) != first
 
 
+def test_reusing_an_artifact_needs_no_llm_compressor(base, isolated_home, monkeypatch):
+    import sys
+
+    first = compress_model(base, "awq", bits=4, group_size=32, **CALIB)
+    monkeypatch.setitem(sys.modules, "llmcompressor", None)  # as in the vllm environment
+    assert compress_model(base, "awq", bits=4, group_size=32, **CALIB) == first
+    with pytest.raises(ConfigError, match="awq needs llm-compressor.*compress in the main environment"):
+        compress_model(base, "awq", bits=4, group_size=64, **CALIB)
+    assert compress_model(base, "magnitude", sparsity=0.2).is_dir()  # comptrust's own method still works
+
+
 # ---------------------------------------------------------------- bad input
 
 

@@ -252,3 +252,61 @@ def test_gpu_batches_grow_as_prompts_get_shorter(tiny_llama, monkeypatch):
     b.generate(rows)
     # 30 long prompts then 70 short: batches sized by their own longest prompt
     assert sizes == [(25, 30), (25, 30), (50, 10)]
+
+
+@pytest.mark.parametrize(("temperature", "top_p", "expected"), [
+    (1.0, 1.0, [0.5, 0.3, 0.15, 0.05]),
+    (0.5, 1.0, [0.25 / 0.365, 0.09 / 0.365, 0.0225 / 0.365, 0.0025 / 0.365]),  # p^2, renormalised
+    (1.0, 0.7, [0.625, 0.375, 0.0, 0.0]),  # nucleus: 0.5 + 0.3 covers 0.7, the rest is dropped
+])
+def test_row_sampler_draws_follow_temperature_and_top_p(temperature, top_p, expected):
+    import math
+
+    import torch
+
+    from comptrust.backends.hf import _RowSampler
+
+    rows = 4000
+    scores = torch.tensor([[0.5, 0.3, 0.15, 0.05]]).log().repeat(rows, 1)
+    sampler = _RowSampler(list(range(rows)), temperature, top_p, "cpu")
+    out = sampler(None, scores)
+    assert torch.isinf(out).sum(-1).eq(3).all()  # exactly one token left per row
+    tokens = out.argmax(-1)
+    for token, p in enumerate(expected):
+        share = (tokens == token).float().mean().item()
+        assert abs(share - p) <= 4 * math.sqrt(p * (1 - p) / rows) + 1e-12, (token, share, p)
+    # a row's draw depends on its own seed only: alone, or at another position in another batch
+    alone = _RowSampler([17], temperature, top_p, "cpu")(None, scores[:1]).argmax(-1)
+    elsewhere = _RowSampler([5, 17], temperature, top_p, "cpu")(None, scores[:2]).argmax(-1)
+    assert alone.item() == tokens[17].item() == elsewhere[1].item()
+
+
+def test_row_sampler_uses_a_fresh_uniform_each_step():
+    import torch
+
+    from comptrust.backends.hf import _RowSampler
+
+    scores = torch.zeros(1, 1000)  # uniform over 1000 tokens
+    sampler = _RowSampler([3], 1.0, 1.0, "cpu")
+    draws = [sampler(None, scores).argmax(-1).item() for _ in range(5)]
+    assert len(set(draws)) == 5
+
+
+def test_splitmix64_uniforms_equal_the_reference_generator():
+    import torch
+
+    from comptrust.backends.hf import splitmix64_uniforms
+
+    def splitmix64(seed: int, n: int) -> int:  # the published algorithm, in Python integers
+        mask = (1 << 64) - 1
+        z = (seed + n * 0x9E3779B97F4A7C15) & mask
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+        return z ^ (z >> 31)
+
+    seeds = [0, 1, 2**63 - 1, 1234567890123456789]
+    u = splitmix64_uniforms(torch.tensor(seeds)[:, None], counter_start=700, width=9)
+    for r, seed in enumerate(seeds):
+        for j in range(9):
+            assert u[r, j].item() == ((splitmix64(seed, 700 + j + 1) >> 11) + 0.5) * 2.0 ** -53
+    assert 0 < u.min().item() and u.max().item() < 1

@@ -155,3 +155,20 @@ def test_local_sweep_records_failures_goes_on_and_resumes(tmp_path, tiny_llama):
     assert cache.stats()["generations"] == before
     assert run_plan(plan, cache=cache)["ran"] == 0
     cache.close()
+
+
+def test_compress_only_materializes_every_compressed_artifact_and_reports_failures(tmp_path, tiny_llama, capsys):
+    bad = make_bad_model(tmp_path / "bad")
+    path = write(tmp_path, SMALL.format(good=tiny_llama, bad=bad))
+    assert main(["sweep", str(path), "--out", str(tmp_path / "out"), "--compress-only", "--quiet"]) == 1
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2  # the dense artifacts need no compression
+    good_id, good_path = lines[0].split(": ", 1)
+    assert good_id == "good-magnitude-50pct" and (Path(good_path) / "comptrust.json").is_file()
+    assert lines[1].startswith("bad-magnitude-50pct: FAILED (")
+    assert not (tmp_path / "out" / "state").exists()  # nothing was evaluated
+    # the rerun reuses the finished artifact (the evaluating environment relies on this)
+    stamp = (Path(good_path) / "model.safetensors").stat().st_mtime_ns
+    main(["sweep", str(path), "--out", str(tmp_path / "out"), "--compress-only", "--quiet"])
+    assert capsys.readouterr().out.splitlines()[0] == lines[0]
+    assert (Path(good_path) / "model.safetensors").stat().st_mtime_ns == stamp

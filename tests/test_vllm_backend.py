@@ -23,11 +23,11 @@ VLLM_ABSENT = importlib.util.find_spec("vllm") is None
 
 @pytest.mark.skipif(not VLLM_ABSENT, reason="vllm is installed here")
 def test_missing_vllm_is_a_one_line_error_with_install_hint(tiny_llama, capsys):
-    with pytest.raises(BackendError, match=r"needs the vllm package .*pip install 'comptrust\[vllm\]'"):
+    with pytest.raises(BackendError, match=r"needs the vllm package .*make vllm-env.*--backend openai"):
         api.load_model(str(tiny_llama), backend="vllm")
     assert main(["eval", str(tiny_llama), "--backend", "vllm", "--smoke", "--perspectives", "stereotype"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "comptrust[vllm]" in err
+    assert err.count("\n") == 1 and "make vllm-env" in err
 
 
 def test_sampling_kwargs_one_draw_per_row_with_its_own_seed():
@@ -60,3 +60,19 @@ def test_prompt_tokens_and_fingerprint_scheme_match_the_hf_backend(tiny_llama, t
     assert v.encode(messages) == hf._encode(hf.prompt_text(messages))
     assert v.fingerprint == f"vllm-{hf.weights_hash}-{template}-bfloat16"
     assert v.eos_ids == [hf.tokenizer.eos_token_id]
+
+
+def test_vllm_environment_lists_every_evaluation_dependency_with_our_torch_and_transformers():
+    import re
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    pins = {re.split(r"[=<>\[ ]", d)[0].lower(): d for d in project["dependencies"]}
+    lines = [line.split("#")[0].strip() for line in (root / "requirements/vllm-env.txt").read_text().splitlines()]
+    env = {re.split(r"[=<>\[ ]", line)[0].lower(): line for line in lines if line}
+    assert set(pins) - {"llmcompressor", "compressed-tensors"} <= set(env)  # compression stays in the main env
+    assert env["torch"] == pins["torch"] and env["transformers"] == pins["transformers"]
+    assert re.fullmatch(r"vllm==[\d.]+", env["vllm"])
+    assert "vllm" not in project["optional-dependencies"]  # an extra pip cannot resolve would be a trap

@@ -7,7 +7,8 @@ same tokens.  Each :class:`~comptrust.types.GenRow` is one vLLM request with
 ``n=1`` and its own ``seed`` (the row seed), so a sample's draws are the same
 (sample, draw index, seed) cache entries the runner uses for every backend.
 
-vLLM is an optional extra (``pip install 'comptrust[vllm]'``, CUDA only); it
+vLLM lives in its own environment (``make vllm-env``, CUDA only): its pins
+collide with the compression stack's (requirements/vllm-env.txt says how).  It
 is imported inside the functions that need it.  Compressed artifacts
 (compressed-tensors) load directly: vLLM reads their ``quantization_config``.
 Not run on a GPU in this repository's CI; see docs/scale.md.
@@ -24,8 +25,9 @@ from comptrust.errors import BackendError, ConfigError
 from comptrust.models import ModelRef, resolve_model, weights_fingerprint
 from comptrust.types import Completion, GenRow
 
-INSTALL_HINT = ("install it on a CUDA machine: pip install 'comptrust[vllm]' (vLLM pins its own torch; "
-                "use a separate virtualenv if it conflicts with comptrust's torch pin)")
+INSTALL_HINT = ("on a CUDA machine run 'make vllm-env' and use .venv-vllm/bin/comptrust (vLLM needs its own "
+                "environment: requirements/vllm-env.txt), or serve the model with 'vllm serve' and use "
+                "--backend openai")
 CHUNK_ROWS = 2048  # rows per llm.generate call: results reach the cache at least this often
 
 

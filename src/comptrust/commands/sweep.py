@@ -24,6 +24,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="sweep folder (default: the file's 'out', else comptrust-sweeps/<name>)")
     p.add_argument("--data-dir", help="override eval.data_dir (a folder laid out like DecodingTrust's data/)")
     p.add_argument("--json", action="store_true", help="with --dry-run: print the plan and estimate as JSON")
+    p.add_argument("--compress-only", action="store_true",
+                   help="compress (or reuse) every artifact and stop; e.g. before evaluating in the vllm environment")
     p.set_defaults(func=run)
 
 
@@ -46,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(format_estimate(plan, est))
         return 0
+    if args.compress_only:
+        return compress_only(plan, quiet=args.quiet)
     from comptrust.sweep.executors import run_plan
 
     log = None if args.quiet else (lambda msg: print(f"comptrust: {msg}", file=sys.stderr))
@@ -58,3 +62,23 @@ def run(args: argparse.Namespace) -> int:
         print("rerun the same command to retry only the failed and missing jobs", file=sys.stderr)
         return 1
     return 0
+
+
+def compress_only(plan: object, quiet: bool = False) -> int:
+    """Materialize every compressed artifact of the plan; a failing one is reported and the rest go on."""
+    from comptrust.errors import ComptrustError
+    from comptrust.sweep.jobs import materialize
+
+    failed = 0
+    for artifact in plan.artifacts:  # type: ignore[attr-defined]
+        if artifact.dense:
+            continue
+        log = None if quiet else (lambda msg, a=artifact.id: print(f"comptrust: {a}: {msg}", file=sys.stderr))
+        try:
+            print(f"{artifact.id}: {materialize(artifact, log=log)}")
+        except ComptrustError as exc:
+            failed += 1
+            print(f"{artifact.id}: FAILED ({exc.one_line()})")
+    if failed:
+        print(f"{failed} artifact(s) failed; fix them and rerun (finished artifacts are reused)", file=sys.stderr)
+    return 1 if failed else 0

@@ -54,15 +54,18 @@ def compress_model(model_path: str | Path, method: str, out_dir: str | Path | No
     say = log or (lambda _msg: None)
     config = make_config(method, **params)  # fail on bad options before loading anything
     base = _resolve(model_path)
-    check_architecture(base, method)
-    preflight_group_size(base, config)
     key = artifact_key(base, config)
     out = Path(out_dir).expanduser() if out_dir is not None else artifacts_dir() / f"{_slug(base.name)}-{method}-{key}"
     if out.resolve() == base.resolve() or base.resolve().is_relative_to(out.resolve()):
         raise ConfigError(f"--out {out} would overwrite the base model", "choose another --out folder")
     if _reusable(out, key):
+        # Before the checks, which may import llm-compressor: the vllm environment has none and
+        # evaluates artifacts compressed in the main one (requirements/vllm-env.txt).
         say(f"reusing {out} (same model and config, key {key})")
         return out
+    require_engine(method)
+    check_architecture(base, method)
+    preflight_group_size(base, config)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         if not force:
             raise ConfigError(f"{out} already exists and holds something else",
@@ -141,6 +144,25 @@ def artifact_key(base: Path, config: CompressionConfig) -> str:
     return stable_hash({"weights": weights_fingerprint(base), "tokenizer": tok.hexdigest()[:16],
                         "config": config.to_json(), "calibration_text": data,
                         "manifest_version": MANIFEST_VERSION})
+
+
+OWN_METHODS = ("magnitude",)  # implemented in comptrust; every other method runs through llm-compressor
+
+
+def require_engine(method: str) -> None:
+    """A one-line error where llm-compressor is missing (the vllm environment) and ``method`` needs it."""
+    import importlib.util
+
+    if method in OWN_METHODS:
+        return
+    try:
+        present = importlib.util.find_spec("llmcompressor") is not None
+    except (ImportError, ValueError):  # a blocked or half-installed package
+        present = False
+    if not present:
+        raise ConfigError(f"compressing with {method} needs llm-compressor, which this environment lacks",
+                          "compress in the main environment (make install; or comptrust sweep --compress-only) "
+                          "and evaluate the artifact here")
 
 
 def _reusable(out: Path, key: str) -> bool:

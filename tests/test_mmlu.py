@@ -236,3 +236,42 @@ def test_lm_eval_mmlu_task_on_local_data_gives_the_same_accuracy(tiny_llama, tmp
     res = simple_evaluate(model=HFLM(pretrained=model, tokenizer=tok, batch_size=4), tasks=[task],
                           task_manager=TaskManager(), verbosity="ERROR")
     assert res["results"]["local_mmlu"]["acc,none"] == pytest.approx(ours.metrics["macro_acc"])
+
+
+def test_mmlu_log_likelihoods_are_cached_so_a_rerun_or_a_killed_run_computes_nothing_twice(tmp_path, tiny_llama,
+                                                                                        monkeypatch):
+    import comptrust.benign.mmlu as mmlu
+    from comptrust.backends.hf import HFBackend
+    from comptrust.runner import evaluate
+    from comptrust.store import Cache
+
+    backend = HFBackend.from_path(tiny_llama, batch_size=4)
+    calls = []
+    real = HFBackend.choice_logprobs
+
+    def counted(self, prompts, choices):
+        calls.append(len(prompts))
+        if crash["after"] is not None and len(calls) > crash["after"]:
+            raise KeyboardInterrupt  # the run is killed here
+        return real(self, prompts, choices)
+
+    crash = {"after": 1}
+    monkeypatch.setattr(HFBackend, "choice_logprobs", counted)
+    monkeypatch.setattr(mmlu, "CHUNK", 4)  # 9 smoke questions: chunks of 4, 4, 1
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(backend, ["mmlu"], SmokeSuite(), EvalOptions(), run_dir=tmp_path / "killed")
+    assert calls == [4, 4]  # the second chunk was being computed when the run died
+    crash["after"] = None
+    calls.clear()
+    resumed = evaluate(backend, ["mmlu"], SmokeSuite(), EvalOptions(), run_dir=tmp_path / "resumed")
+    assert calls == [4, 1]  # only what the killed run had not finished
+    assert resumed["perspectives"]["mmlu"]["generation"]["cached"] == 4
+    calls.clear()
+    again = evaluate(backend, ["mmlu"], SmokeSuite(), EvalOptions(), run_dir=tmp_path / "again")
+    assert calls == [] and again["perspectives"]["mmlu"]["generation"]["computed"] == 0
+    monkeypatch.setattr(HFBackend, "choice_logprobs", real)
+    Cache().clear(model=backend.fingerprint)  # clearing the model drops its log-likelihoods too
+    fresh = evaluate(backend, ["mmlu"], SmokeSuite(), EvalOptions(), run_dir=tmp_path / "fresh")
+    assert fresh["perspectives"]["mmlu"]["generation"]["computed"] == 9
+    read = lambda run: (tmp_path / run / "mmlu" / "scores.jsonl").read_text()  # noqa: E731
+    assert read("resumed") == read("again") == read("fresh")

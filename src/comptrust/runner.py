@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from comptrust import __version__
-from comptrust.backends.base import Backend, row_seed
+from comptrust.backends.base import Backend, LoglikelihoodBackend, row_seed
 from comptrust.data.source import DataSource
 from comptrust.errors import ConfigError
 from comptrust.perspectives.base import EvalOptions, Perspective, check_profile
 from comptrust.progress import Progress
 from comptrust.registry import get_perspective
-from comptrust.store import Cache, RunDir, generation_key
+from comptrust.store import Cache, RunDir, generation_key, loglik_key
 from comptrust.types import Completion, GenRow, PerspectiveResult, Sample, ScoredSample, stable_hash
 
 
@@ -128,6 +128,35 @@ def options_for(perspective: Perspective, options: EvalOptions, all_names: Seque
     return replace(options, scenarios=mine) if mine else None
 
 
+class CachedLoglikelihood:
+    """A backend's ``choice_logprobs`` through the cache, keyed by its fingerprint and the prompt.
+
+    Why?  Full MMLU is 14,042 questions x 4 choices of forward passes: a rerun, or a run killed
+    half way, must not compute them again.  Each call (one chunk of questions) is committed at
+    once; the values come back from JSON bit for bit, so a cached run scores exactly as a fresh one.
+    """
+
+    def __init__(self, inner: LoglikelihoodBackend, cache: Cache) -> None:
+        self.inner, self.cache = inner, cache
+        self.name = getattr(inner, "name", type(inner).__name__)
+        self.fingerprint: str = inner.fingerprint  # type: ignore[attr-defined]
+        self.computed = 0
+        self.from_cache = 0
+
+    def choice_logprobs(self, prompts: list[str], choices: list[str]) -> list[list[float]]:
+        keys = [loglik_key(p, choices) for p in prompts]
+        found = self.cache.get_logliks(self.fingerprint, keys)
+        missing = list({k: i for i, k in enumerate(keys) if k not in found}.values())
+        self.from_cache += len(prompts) - len(missing)
+        if missing:
+            fresh = self.inner.choice_logprobs([prompts[i] for i in missing], choices)
+            new = {keys[i]: [float(x) for x in lps] for i, lps in zip(missing, fresh, strict=True)}
+            self.cache.put_logliks(self.fingerprint, new)
+            found.update(new)
+            self.computed += len(missing)
+        return [found[k] for k in keys]
+
+
 def _knows(perspective: Perspective, scenario: str) -> bool:
     try:
         perspective.selected_scenarios(EvalOptions(scenarios=[scenario]))
@@ -194,9 +223,12 @@ def _evaluate_one(perspective: Perspective, backend: Backend, data: DataSource, 
     perspective.prepare(options, cache)
     if getattr(perspective, "kind", "generate") == "loglik":
         started = time.perf_counter()
-        scored, result = perspective.evaluate_loglik(backend, data, options)
+        cached = CachedLoglikelihood(backend, cache) if isinstance(backend, LoglikelihoodBackend) else None
+        scored, result = perspective.evaluate_loglik(cached or backend, data, options)
         return result, scored, {"rows": len(scored), "seconds": round(time.perf_counter() - started, 3),
-                                "kind": "loglik", "tokens_per_second": None}
+                                "kind": "loglik", "tokens_per_second": None,
+                                "cached": cached.from_cache if cached else 0,
+                                "computed": cached.computed if cached else 0}
     samples = perspective.samples(data, options)
     responses, gen_stats = generate_cached(backend, perspective, samples, cache, progress)
     with progress.status(f"{perspective.name}: scoring {len(samples)} samples"):

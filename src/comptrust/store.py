@@ -13,7 +13,7 @@ import os
 import sqlite3
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +50,18 @@ def generation_key(model: str, perspective: str, version: int, sample_id: str, p
     return stable_hash([model, perspective, version, sample_id, prompt_hash, params, sample_index, seed], 32)
 
 
+def loglik_scorer(model: str) -> str:
+    """The ``scores`` table's scorer column for one backend's log-likelihoods."""
+    return f"loglik:{model}"
+
+
+def loglik_key(prompt: str, choices: Sequence[str]) -> str:
+    """The cache key of the choice log-probabilities of one prompt."""
+    return stable_hash([prompt, list(choices)], 32)
+
+
 class Cache:
-    """SQLite cache of completions and of external scores (e.g. Perspective API)."""
+    """SQLite cache of completions, of external scores (e.g. Perspective API) and of log-likelihoods."""
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = Path(path) if path else cache_db_path()
@@ -103,6 +113,29 @@ class Cache:
         self._db.execute("INSERT OR REPLACE INTO scores VALUES (?,?,?,?)",
                          (scorer, key, json.dumps(value), time.time()))
 
+    # ---- log-likelihoods (benign MMLU) --------------------------------------------------
+
+    def get_logliks(self, model: str, keys: Iterable[str]) -> dict[str, list[float]]:
+        """``key -> choice log-probabilities`` cached for ``model`` (a backend fingerprint)."""
+        keys = list(keys)
+        found: dict[str, list[float]] = {}
+        for i in range(0, len(keys), 500):
+            chunk = keys[i:i + 500]
+            marks = ",".join("?" * len(chunk))
+            for key, value in self._db.execute(
+                f"SELECT key, value FROM scores WHERE scorer=? AND key IN ({marks})", [loglik_scorer(model), *chunk]
+            ):
+                found[key] = json.loads(value)
+        return found
+
+    def put_logliks(self, model: str, values: dict[str, list[float]]) -> None:
+        """Store many results in one transaction (a chunk of questions is the resume unit)."""
+        now, scorer = time.time(), loglik_scorer(model)
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany("INSERT OR REPLACE INTO scores VALUES (?,?,?,?)",
+                                 [(scorer, k, json.dumps(v), now) for k, v in values.items()])
+
     # ---- maintenance ------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
@@ -130,6 +163,8 @@ class Cache:
             args.append(perspective)
         clause = (" WHERE " + " AND ".join(where)) if where else ""
         n = self._db.execute(f"DELETE FROM generations{clause}", args).rowcount
+        if model and perspective in (None, "mmlu"):  # a model's MMLU log-likelihoods go with it
+            self._db.execute("DELETE FROM scores WHERE scorer = ?", (loglik_scorer(model),))
         if not where:
             self._db.execute("DELETE FROM scores")
         self._db.execute("VACUUM")

@@ -169,12 +169,17 @@ class HFBackend:
         torch_dtype = choose_dtype(device, dtype)
         try:
             tokenizer = AutoTokenizer.from_pretrained(ref.path, padding_side="left")
+            # On a GPU the weights load straight into its memory (a 13B model would otherwise pass
+            # through 26 GB of host memory first).
+            placement = {"device_map": device} if device != "cpu" else {}
             model = AutoModelForCausalLM.from_pretrained(ref.path, dtype=torch_dtype,
-                                                         use_safetensors=not allow_pickle)
+                                                         use_safetensors=not allow_pickle, **placement)
         except (OSError, ValueError) as exc:
             raise BackendError(f"cannot load the model in {ref.path} ({str(exc).splitlines()[0]})",
                                "check that the folder holds a complete Hugging Face causal LM") from exc
-        model.to(device).eval()
+        if not placement:
+            model.to(device)
+        model.eval()
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         return cls(model, tokenizer, ref, chat_template or "model", batch_size)

@@ -14,7 +14,7 @@ from typing import Any
 
 from comptrust.backends.base import row_seed
 from comptrust.errors import BackendError
-from comptrust.store import generation_key
+from comptrust.store import generation_key, loglik_key
 from comptrust.types import GenRow, Sample, stable_hash
 
 _LOADED: dict[str, Any] = {}
@@ -35,10 +35,6 @@ def row_plan(fingerprint: str, perspective: Any, samples: Sequence[Sample]) -> l
 def shard_samples(samples: list[Sample], shard: int, shards: int) -> list[Sample]:
     """Round-robin split: every shard gets a similar mix of scenarios and lengths."""
     return samples[shard::shards]
-
-
-def loglik_key(prompt: str, choices: Sequence[str]) -> str:
-    return stable_hash([prompt, list(choices)], 24)
 
 
 class RecordingBackend:

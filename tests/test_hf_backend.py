@@ -202,7 +202,14 @@ def test_gpu_batch_size_fits_the_reserved_cache_and_prefill_in_free_memory(tiny_
     monkeypatch.setattr(b, "device", torch.device("cuda"))
     # per token: KV 2*2*2*16*4 = 512 bytes, prefill activations (3*128 + 4*64)*4 = 2560 bytes
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (100_000_000, 200_000_000))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: 0)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device: 0)
     assert b._batch_size(100) == int(0.8 * 100_000_000 // (3072 * 100)) == 260
+    # the allocator's cached but unused blocks (the last batch's KV cache) count as free
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (40_000_000, 200_000_000))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: 70_000_000)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device: 10_000_000)
+    assert b._batch_size(100) == 260
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (10**12, 10**12))
     assert b._batch_size(100) == 512  # capped
     b.requested_batch_size = 3
@@ -242,6 +249,8 @@ def test_gpu_batches_grow_as_prompts_get_shorter(tiny_llama, monkeypatch):
     monkeypatch.setattr(b, "device", torch.device("cuda"))
     # room for 3072 * 1000 bytes / 0.8: tokens_per_row 40 -> 25 rows, 20 -> 50 rows
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (3072 * 1000 / 0.8, 0))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: 0)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device: 0)
     sizes = []
     monkeypatch.setattr(HFBackend, "_encode", lambda self, prompt: [5] * int(prompt.split("|")[1]))
     monkeypatch.setattr(HFBackend, "_generate_batch", lambda self, prompts, seeds, *a: sizes.append(

@@ -261,6 +261,9 @@ class HFBackend:
         import torch
 
         free, _total = torch.cuda.mem_get_info(self.device)
+        # Memory PyTorch's allocator holds but no tensor uses (the previous batch's cache) is free to us,
+        # though CUDA counts it as taken.
+        free += torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(self.device)
         cfg = self.model.config.get_text_config(decoder=True)
         heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
         head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads

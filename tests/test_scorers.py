@@ -6,7 +6,7 @@ import json
 import sys
 import threading
 import types
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
 import pytest
@@ -18,6 +18,7 @@ from comptrust.scorers.offline import OfflineToxicityScorer
 from comptrust.scorers.perspective_api import ATTRIBUTES, CACHE_SCORER, KEY_ENV, PerspectiveApiScorer
 from comptrust.store import Cache
 from comptrust.types import stable_hash
+from json_http import JSONHandler
 
 # ---- offline -------------------------------------------------------------------------------
 
@@ -57,20 +58,7 @@ class FakePerspective:
 
 
 def _handler(state: FakePerspective):
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args):  # keep pytest output clean
-            pass
-
-        def _send(self, code: int, body: dict, headers: dict | None = None) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            for k, v in (headers or {}).items():
-                self.send_header(k, v)
-            self.end_headers()
-            self.wfile.write(data)
-
+    class Handler(JSONHandler):
         def do_POST(self):  # noqa: N802 (http.server API)
             url = urlparse(self.path)
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -78,21 +66,21 @@ def _handler(state: FakePerspective):
             with state.lock:
                 state.requests.append({"path": url.path, "query": parse_qs(url.query), "body": body})
             if url.path != "/v1alpha1/comments:analyze":
-                return self._send(404, {"error": {"code": 404, "message": "no such method"}})
+                return self.reply(404, {"error": {"code": 404, "message": "no such method"}})
             if parse_qs(url.query).get("key") != ["test-key"]:
-                return self._send(403, {"error": {"code": 403, "message": "API key not valid"}})
+                return self.reply(403, {"error": {"code": 403, "message": "API key not valid"}})
             if state.always_503:
-                return self._send(503, {"error": {"code": 503, "message": "backend unavailable"}})
+                return self.reply(503, {"error": {"code": 503, "message": "backend unavailable"}})
             if "flaky" in text and text not in state.failed_once:
                 state.failed_once.add(text)
-                return self._send(429, {"error": {"code": 429, "message": "quota exceeded"}},
+                return self.reply(429, {"error": {"code": 429, "message": "quota exceeded"}},
                                   {"Retry-After": "0"})
             if "klingon" in text:
-                return self._send(400, {"error": {"code": 400, "message": "LANGUAGE_NOT_SUPPORTED_BY_ATTRIBUTE"}})
+                return self.reply(400, {"error": {"code": 400, "message": "LANGUAGE_NOT_SUPPORTED_BY_ATTRIBUTE"}})
             tox = 0.92 if "idiot" in text else 0.07
             scores = {attr: {"summaryScore": {"value": tox if attr == "TOXICITY" else 0.01, "type": "PROBABILITY"}}
                       for attr in body["requestedAttributes"]}
-            return self._send(200, {"attributeScores": scores, "languages": ["en"]})
+            return self.reply(200, {"attributeScores": scores, "languages": ["en"]})
 
     return Handler
 

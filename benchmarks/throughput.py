@@ -276,11 +276,11 @@ def main(argv: list[str] | None = None) -> int:
     def batched_loop() -> dict[str, Any]:
         import comptrust.backends.hf as hf
 
-        vectorized, hf._RowSampler = hf._RowSampler, LoopSampler
+        vectorized, hf.RowSampler = hf.RowSampler, LoopSampler
         try:
             return batched()
         finally:
-            hf._RowSampler = vectorized
+            hf.RowSampler = vectorized
 
     def vllm_way() -> dict[str, Any]:
         from comptrust.backends.vllm import VLLMBackend, import_vllm

@@ -273,11 +273,11 @@ def test_row_sampler_draws_follow_temperature_and_top_p(temperature, top_p, expe
 
     import torch
 
-    from comptrust.backends.hf import _RowSampler
+    from comptrust.backends.sampling import RowSampler
 
     rows = 4000
     scores = torch.tensor([[0.5, 0.3, 0.15, 0.05]]).log().repeat(rows, 1)
-    sampler = _RowSampler(list(range(rows)), temperature, top_p, "cpu")
+    sampler = RowSampler(list(range(rows)), temperature, top_p, "cpu")
     out = sampler(None, scores)
     assert torch.isinf(out).sum(-1).eq(3).all()  # exactly one token left per row
     tokens = out.argmax(-1)
@@ -285,18 +285,18 @@ def test_row_sampler_draws_follow_temperature_and_top_p(temperature, top_p, expe
         share = (tokens == token).float().mean().item()
         assert abs(share - p) <= 4 * math.sqrt(p * (1 - p) / rows) + 1e-12, (token, share, p)
     # a row's draw depends on its own seed only: alone, or at another position in another batch
-    alone = _RowSampler([17], temperature, top_p, "cpu")(None, scores[:1]).argmax(-1)
-    elsewhere = _RowSampler([5, 17], temperature, top_p, "cpu")(None, scores[:2]).argmax(-1)
+    alone = RowSampler([17], temperature, top_p, "cpu")(None, scores[:1]).argmax(-1)
+    elsewhere = RowSampler([5, 17], temperature, top_p, "cpu")(None, scores[:2]).argmax(-1)
     assert alone.item() == tokens[17].item() == elsewhere[1].item()
 
 
 def test_row_sampler_uses_a_fresh_uniform_each_step():
     import torch
 
-    from comptrust.backends.hf import _RowSampler
+    from comptrust.backends.sampling import RowSampler
 
     scores = torch.zeros(1, 1000)  # uniform over 1000 tokens
-    sampler = _RowSampler([3], 1.0, 1.0, "cpu")
+    sampler = RowSampler([3], 1.0, 1.0, "cpu")
     draws = [sampler(None, scores).argmax(-1).item() for _ in range(5)]
     assert len(set(draws)) == 5
 
@@ -304,7 +304,7 @@ def test_row_sampler_uses_a_fresh_uniform_each_step():
 def test_splitmix64_uniforms_equal_the_reference_generator():
     import torch
 
-    from comptrust.backends.hf import splitmix64_uniforms
+    from comptrust.backends.sampling import splitmix64_uniforms
 
     def splitmix64(seed: int, n: int) -> int:  # the published algorithm, in Python integers
         mask = (1 << 64) - 1

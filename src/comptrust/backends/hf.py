@@ -19,6 +19,7 @@ from typing import Any
 
 from comptrust.backends.base import OnResult
 from comptrust.backends.kv_cache import reserved_cache
+from comptrust.backends.sampling import SAMPLER, RowSampler
 from comptrust.chat import check_template, render
 from comptrust.errors import BackendError, ConfigError
 from comptrust.models import ModelRef, quiet_transformers, resolve_model, weights_fingerprint
@@ -61,78 +62,6 @@ def common_prefix_length(prompts: list[list[int]]) -> int:
     while n < limit and all(p[n] == first[n] for p in prompts):
         n += 1
     return n
-
-
-SAMPLER = "sm64race"  # in the fingerprint: cached sampled texts never mix across sampling algorithms
-_GAMMA = 0x9E3779B97F4A7C15  # SplitMix64's increment
-_MIX = (0xBF58476D1CE4E5B9, 0x94D049BB133111EB)  # SplitMix64's finalizer multipliers
-
-
-def _int64(value: int) -> int:
-    """``value`` mod 2**64 as the signed integer torch.int64 stores (int64 arithmetic wraps the same way)."""
-    value &= (1 << 64) - 1
-    return value - (1 << 64) if value >= 1 << 63 else value
-
-
-def splitmix64_uniforms(seeds: Any, counter_start: int, width: int) -> Any:
-    """Uniforms in (0, 1): row r, column j is SplitMix64 output ``counter_start + j + 1`` of the stream ``seeds[r]``.
-
-    Counter-based, so any row's numbers follow from its seed and the counter alone, on any device
-    and in any batch.  ``seeds`` is an int64 tensor (rows x 1); 53 bits per uniform, as
-    ``random.random`` uses.
-    """
-    import torch
-
-    z = torch.arange(counter_start + 1, counter_start + width + 1, dtype=torch.long, device=seeds.device)
-    z = z.mul_(_int64(_GAMMA)) + seeds  # the Weyl sequence seed + n * gamma, wrapping mod 2**64
-    scratch = torch.empty_like(z)
-    for shift, multiplier in ((30, _MIX[0]), (27, _MIX[1]), (31, None)):
-        torch.bitwise_right_shift(z, shift, out=scratch)
-        z.bitwise_xor_(scratch.bitwise_and_((1 << (64 - shift)) - 1))  # logical shift: drop the sign fill
-        if multiplier is not None:
-            z.mul_(_int64(multiplier))
-    z.bitwise_right_shift_(11).bitwise_and_((1 << 53) - 1)
-    return (z.double() + 0.5) * 2.0 ** -53
-
-
-class _RowSampler:
-    """A logits processor that samples each row from its own random stream, the whole batch at once.
-
-    Why not ``torch.multinomial`` with one generator per row (as before)?  That loop is a few
-    kernel launches per row per step: ~2,000 launches per generated token at batch 512 on a GPU,
-    and 22 ms per step even at batch 16 on this CPU.  Here a step is one exponential race for
-    all rows: token = argmax_j p_j / E_j with E_j = -log(u_j), which draws j with probability
-    p_j exactly; u comes from :func:`splitmix64_uniforms` with the row seed as the stream and
-    ``step x vocab + j`` as the counter, so a row's draws never depend on the rest of its batch.
-    (8 ms per step at batch 16 here; the race, unlike an inverse CDF, does not turn the last-bit
-    differences between batch layouts into different tokens.)
-
-    It returns scores that are -inf everywhere but the drawn token, so transformers' greedy step
-    picks exactly that token.  Temperature and top-p are applied here.
-    """
-
-    def __init__(self, seeds: list[int], temperature: float, top_p: float, device: Any) -> None:
-        import torch
-
-        self.temperature = temperature
-        self.top_p = top_p
-        self.seeds = torch.tensor([_int64(s) for s in seeds], dtype=torch.long, device=device)[:, None]
-        self.step = 0
-
-    def __call__(self, input_ids: Any, scores: Any) -> Any:
-        import torch
-
-        probs = torch.softmax(scores.float() / self.temperature, dim=-1)
-        if self.top_p < 1.0:
-            sorted_p, order = probs.sort(dim=-1, descending=True)
-            drop = sorted_p.cumsum(-1) - sorted_p > self.top_p
-            sorted_p[drop] = 0.0
-            probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
-        vocab = scores.shape[-1]
-        exponentials = splitmix64_uniforms(self.seeds, self.step * vocab, vocab).log_().neg_()
-        tokens = (probs.double() / exponentials).argmax(-1, keepdim=True)
-        self.step += 1
-        return torch.full_like(scores, float("-inf")).scatter_(-1, tokens, 0.0)
 
 
 class HFBackend:
@@ -364,7 +293,7 @@ class HFBackend:
                                   eos_token_id=self.eos_ids, pad_token_id=pad_id)
         processors = LogitsProcessorList()
         if temperature > 0:
-            processors.append(_RowSampler(seeds, temperature, top_p, self.device))
+            processors.append(RowSampler(seeds, temperature, top_p, self.device))
         with torch.inference_mode():
             capacity = width + max_tokens
             if shared:

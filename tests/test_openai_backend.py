@@ -30,6 +30,7 @@ class ChatServer:
         self.fail: list[int] = []
         self.delay = 0.0
         self.bodies: list[dict] = []
+        self.completions = True  # serve /v1/completions with echo + logprobs, as vLLM does
         self.lock = threading.Lock()
         server = self
 
@@ -53,6 +54,11 @@ class ChatServer:
                     return self.reply(status, {"error": {"message": f"boom {status}"}})
                 if body["model"] != server.model:
                     return self.reply(404, {"error": {"message": f"model {body['model']} does not exist"}})
+                if self.path == "/v1/completions":
+                    if not server.completions:
+                        return self.reply(404, {"error": {"message": "Not Found"}})
+                    with server.lock:
+                        return self.reply(200, echo_logprobs(server.backend, body))
                 params = GenParams(max_tokens=body["max_tokens"], temperature=body["temperature"],
                                    top_p=body.get("top_p", 1.0))
                 row = GenRow(tuple(body["messages"]), params, 0, body["seed"])
@@ -75,6 +81,26 @@ class ChatServer:
     def __exit__(self, *exc) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def echo_logprobs(backend: HFBackend, body: dict) -> dict:
+    """vLLM's answer to completions with echo and logprobs: every prompt token's log-probability
+    (None for the first), then one greedy token; computed with the tiny model."""
+    import torch
+
+    assert body["echo"] is True and body["logprobs"] == 1 and body["max_tokens"] == 1
+    tok, model = backend.tokenizer, backend.model
+    ids = tok.encode(body["prompt"])
+    with torch.inference_mode():
+        logp = model(input_ids=torch.tensor([ids])).logits[0].float().log_softmax(-1)
+    values = [None] + [logp[i - 1, t].item() for i, t in enumerate(ids) if i > 0]
+    nxt = int(logp[-1].argmax())
+    tokens = tok.convert_ids_to_tokens(ids + [nxt])
+    return {"id": "c", "object": "text_completion", "model": body["model"],
+            "choices": [{"index": 0, "text": tok.decode(ids + [nxt]), "finish_reason": "length",
+                         "logprobs": {"tokens": tokens, "token_logprobs": values + [logp[-1, nxt].item()],
+                                      "text_offset": [], "top_logprobs": None}}],
+            "usage": {"prompt_tokens": len(ids), "completion_tokens": 1, "total_tokens": len(ids) + 1}}
 
 
 @pytest.fixture(scope="module")
@@ -181,3 +207,42 @@ def test_cli_eval_with_openai_backend_uses_the_cache(hf, tmp_path, capsys):
     assert summary["perspectives"]["stereotype"]["generation"]["cached"] == sent
     assert main(["eval", "tiny", "--base-url", "http://x/v1", "--perspectives", "stereotype", "--smoke"]) == 2
     assert "--base-url applies to --backend openai only" in capsys.readouterr().err
+
+
+def test_mmlu_through_completions_echo_logprobs_equals_the_hf_backend(hf, tmp_path):
+    from comptrust.benign.loglik import hf_choice_logprobs
+    from comptrust.benign.mmlu import CHOICES, MmluPerspective
+    from comptrust.data.source import SmokeSuite
+    from comptrust.perspectives.base import EvalOptions
+    from comptrust.runner import evaluate
+
+    prompts = [s.messages[0]["content"] for s in MmluPerspective().samples(SmokeSuite(), EvalOptions())]
+    with ChatServer(hf) as server:
+        backend = OpenAIBackend(server.url, "tiny", concurrency=4)
+        ours = backend.choice_logprobs(prompts, list(CHOICES))
+        # one request per prompt and one per (prompt, choice), nothing else
+        assert len(server.bodies) == len(prompts) * (1 + len(CHOICES))
+        summary = evaluate(backend, ["mmlu"], SmokeSuite(), EvalOptions(), run_dir=tmp_path / "openai")
+    direct = hf_choice_logprobs(hf.model, hf.tokenizer, prompts, list(CHOICES))
+    assert [x for row in ours for x in row] == pytest.approx([x for row in direct for x in row], abs=1e-4)
+    reference = evaluate(hf, ["mmlu"], SmokeSuite(), EvalOptions(), run_dir=tmp_path / "hf")
+    assert summary["perspectives"]["mmlu"]["score"] == reference["perspectives"]["mmlu"]["score"]
+
+
+def test_mmlu_on_a_chat_only_server_is_a_one_line_error(hf):
+    from comptrust.benign.mmlu import CHOICES
+
+    with ChatServer(hf) as server:
+        server.completions = False
+        backend = OpenAIBackend(server.url, "tiny", concurrency=2)
+        with pytest.raises(BackendError, match=r"completions returned 404.*MMLU needs .*echo and logprobs"):
+            backend.choice_logprobs(["Question? Answer:"], list(CHOICES))
+
+
+def test_a_choice_merged_into_the_prompt_tokens_is_refused():
+    from comptrust.backends.openai_api import continuation_logprob
+
+    assert continuation_logprob(["<s>", "Answer", ":"], ["<s>", "Answer", ":", " A"], [None, -1.0, -2.0, -0.5],
+                                " A") == -0.5
+    with pytest.raises(BackendError, match="tokenizes the prompt's end together with the choice"):
+        continuation_logprob(["<s>", "Answer", ":"], ["<s>", "Answer", ": A"], [None, -1.0, -2.5], " A")

@@ -8,7 +8,8 @@ hf backend's.  Requests run on a bounded thread pool; results are handed to
 ``on_result`` on the calling thread (the SQLite cache is single-threaded).
 Rate limits (429), server errors (5xx), timeouts and dropped connections are
 retried with exponential backoff; anything else fails at once with the
-server's own message.
+server's own message.  MMLU's choice log-likelihoods come from ``/completions``
+with ``echo`` and ``logprobs`` where the server offers it (vLLM does).
 """
 
 from __future__ import annotations
@@ -27,7 +28,25 @@ from comptrust.types import Completion, GenRow, Message, stable_hash
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
+UNSUPPORTED_STATUS = {400, 404, 405, 422, 501}  # how servers refuse /completions with echo + logprobs
 MAX_BACKOFF_S = 60.0
+
+
+LOGLIK_HINT = ("MMLU needs a server with /v1/completions, echo and logprobs (vLLM's does); or run MMLU with "
+               "--backend hf")
+
+
+def continuation_logprob(context: Sequence[str], tokens: Sequence[str], values: Sequence[float | None],
+                         choice: str) -> float:
+    """Sum of the log-probabilities of the tokens that follow ``context`` in ``tokens``."""
+    n = len(context)
+    if len(tokens) <= n or list(tokens[:n]) != list(context):
+        raise BackendError(f"the server tokenizes the prompt's end together with the choice {choice!r}, so its "
+                           "probability cannot be separated", "run MMLU with --backend hf, which splits as lm-eval")
+    picked = values[n:]
+    if any(v is None for v in picked):
+        raise BackendError("the server returned no log-probability for a choice token", LOGLIK_HINT)
+    return float(sum(picked))  # type: ignore[arg-type]
 
 
 def request_messages(messages: Sequence[Message]) -> list[Message]:
@@ -120,8 +139,10 @@ class OpenAIBackend:
                     raise BackendError(f"{self.base_url} refused the request ({resp.status_code}: {detail})",
                                        f"set the API key in ${self.api_key_env} (or pass --api-key-env NAME)")
                 if resp.status_code not in RETRY_STATUS:
-                    raise BackendError(f"{self.base_url}{path} returned {resp.status_code}: {detail}",
-                                       "check the model name and request options")
+                    error = BackendError(f"{self.base_url}{path} returned {resp.status_code}: {detail}",
+                                         "check the model name and request options")
+                    error.status = resp.status_code  # type: ignore[attr-defined]
+                    raise error
                 problem = f"{self.base_url}{path} returned {resp.status_code} ({detail})"
                 retry_after = retry_after_seconds(resp)
             if attempt > self.max_retries:
@@ -165,27 +186,77 @@ class OpenAIBackend:
 
     def generate(self, rows: Sequence[GenRow], on_result: OnResult | None = None) -> list[Completion]:
         """All rows, at most ``concurrency`` in flight; the first hard error stops the rest."""
-        results: list[Completion | None] = [None] * len(rows)
+        return self._parallel(self.complete, rows, on_result)
+
+    def _parallel(self, call: Callable[[Any], Any], items: Sequence[Any],
+                  on_result: Callable[[int, Any], None] | None = None) -> list[Any]:
+        """``call`` on every item on the thread pool, results in order; ``on_result`` runs on this thread."""
+        results: list[Any] = [None] * len(items)
         with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="comptrust-openai") as pool:
-            pending: dict[Future[Completion], int] = {}
-            next_row = 0
-            while next_row < len(rows) or pending:
-                while next_row < len(rows) and len(pending) < 2 * self.concurrency:
-                    pending[pool.submit(self.complete, rows[next_row])] = next_row
-                    next_row += 1
+            pending: dict[Future[Any], int] = {}
+            next_item = 0
+            while next_item < len(items) or pending:
+                while next_item < len(items) and len(pending) < 2 * self.concurrency:
+                    pending[pool.submit(call, items[next_item])] = next_item
+                    next_item += 1
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in done:
                     i = pending.pop(fut)
                     try:
-                        completion = fut.result()
+                        result = fut.result()
                     except BaseException:
                         for other in pending:
                             other.cancel()
                         raise
-                    results[i] = completion
+                    results[i] = result
                     if on_result:
-                        on_result(i, completion)
-        return [r for r in results if r is not None]
+                        on_result(i, result)
+        return results
+
+    # ---- log-likelihoods (benign MMLU) ----------------------------------------------------
+
+    def prompt_logprobs(self, text: str) -> tuple[list[str], list[float | None]]:
+        """The prompt's tokens and their log-probabilities, from ``/completions`` with ``echo`` and ``logprobs``.
+
+        This is how lm-eval's ``local-completions`` model scores choices on vLLM's and other
+        servers; chat-only APIs do not offer it.
+        """
+        body = {"model": self.model, "prompt": text, "max_tokens": 1, "temperature": 0.0, "logprobs": 1,
+                "echo": True}
+        try:
+            data = self._request("POST", "/completions", body)
+        except BackendError as exc:
+            if getattr(exc, "status", None) in UNSUPPORTED_STATUS:  # no such endpoint or option here
+                raise BackendError(f"{exc.problem} (MMLU needs prompt log-probabilities)", LOGLIK_HINT) from exc
+            raise
+        try:
+            logprobs = data["choices"][0]["logprobs"]
+            tokens, values = list(logprobs["tokens"]), list(logprobs["token_logprobs"])
+        except (KeyError, IndexError, TypeError):
+            raise BackendError(f"{self.base_url} returned no prompt log-probabilities (completions with echo "
+                               "and logprobs)", LOGLIK_HINT) from None
+        usage = data.get("usage") or {}
+        n_prompt = int(usage.get("prompt_tokens") or len(tokens) - int(usage.get("completion_tokens") or 1))
+        return tokens[:n_prompt], values[:n_prompt]
+
+    def choice_logprobs(self, prompts: list[str], choices: list[str]) -> list[list[float]]:
+        """``LoglikelihoodBackend``: log p(choice | prompt) from the server's prompt log-probabilities.
+
+        Each prompt is sent alone and with each choice appended; the choice's tokens are those
+        after the prompt's, so the server's own tokenizer decides the split (checked to be a
+        clean one: the prompt's tokens must be a prefix of the joint tokens).
+        """
+        texts = list(dict.fromkeys(prompts + [p + c for p in prompts for c in choices]))
+        answers = dict(zip(texts, self._parallel(self.prompt_logprobs, texts), strict=True))
+        out = []
+        for prompt in prompts:
+            context, _ = answers[prompt]
+            row = []
+            for choice in choices:
+                tokens, values = answers[prompt + choice]
+                row.append(continuation_logprob(context, tokens, values, choice))
+            out.append(row)
+        return out
 
     def close(self) -> None:
         self.client.close()

@@ -273,5 +273,7 @@ def test_mmlu_log_likelihoods_are_cached_so_a_rerun_or_a_killed_run_computes_not
     Cache().clear(model=backend.fingerprint)  # clearing the model drops its log-likelihoods too
     fresh = evaluate(backend, ["mmlu"], SmokeSuite(), EvalOptions(), run_dir=tmp_path / "fresh")
     assert fresh["perspectives"]["mmlu"]["generation"]["computed"] == 9
+    stats = Cache().stats()
+    assert stats["logliks"] == 9 and stats["scores"] == 0  # not counted as external (toxicity) scores
     read = lambda run: (tmp_path / run / "mmlu" / "scores.jsonl").read_text()  # noqa: E731
     assert read("resumed") == read("again") == read("fresh")

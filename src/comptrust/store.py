@@ -143,10 +143,11 @@ class Cache:
             "SELECT model, perspective, COUNT(*), SUM(completion_tokens) FROM generations "
             "GROUP BY model, perspective ORDER BY model, perspective"
         ).fetchall()
-        n_scores = self._db.execute("SELECT COUNT(*) FROM scores").fetchone()[0]
+        n_logliks = self._db.execute("SELECT COUNT(*) FROM scores WHERE scorer LIKE 'loglik:%'").fetchone()[0]
+        n_scores = self._db.execute("SELECT COUNT(*) FROM scores").fetchone()[0] - n_logliks
         size = sum(p.stat().st_size for p in self.path.parent.glob(self.path.name + "*") if p.is_file())
         return {
-            "path": str(self.path), "bytes": size, "scores": n_scores,
+            "path": str(self.path), "bytes": size, "scores": n_scores, "logliks": n_logliks,
             "generations": sum(r[2] for r in rows),
             "by_model": [{"model": m, "perspective": p, "generations": n, "completion_tokens": t or 0}
                          for m, p, n, t in rows],

@@ -31,7 +31,8 @@ def run_stats(args: argparse.Namespace) -> int:
         print(json.dumps(stats, indent=2))
         return 0
     print(f"cache: {stats['path']} ({stats['bytes'] / 1e6:.1f} MB)")
-    print(f"generations: {stats['generations']}   external scores: {stats['scores']}")
+    print(f"generations: {stats['generations']}   external scores: {stats['scores']}   "
+          f"MMLU log-likelihoods: {stats['logliks']}")
     for row in stats["by_model"]:
         print(f"  {row['model']}  {row['perspective']:<18} {row['generations']:>8} generations"
               f"  {row['completion_tokens']:>10} tokens")

@@ -238,7 +238,7 @@ def test_out_of_memory_halves_an_automatic_batch_and_keeps_every_text(tiny_llama
     assert _texts(b, rows) == expected
     assert sizes[:3] == [8, 4, 2] and b.oom_retries == 2 and sum(sizes[2:]) == 8
     b.requested_batch_size = 4  # the user's choice is kept: a clear error instead
-    with pytest.raises(BackendError, match="out of memory generating a batch of 4.*smaller --batch-size"):
+    with pytest.raises(BackendError, match="out of memory on a batch of 4.*smaller --batch-size"):
         b.generate(rows)
 
 
@@ -319,3 +319,27 @@ def test_splitmix64_uniforms_equal_the_reference_generator():
         for j in range(9):
             assert u[r, j].item() == ((splitmix64(seed, 700 + j + 1) >> 11) + 0.5) * 2.0 ** -53
     assert 0 < u.min().item() and u.max().item() < 1
+
+
+def test_mmlu_log_likelihoods_halve_an_automatic_batch_after_out_of_memory(tiny_llama, monkeypatch):
+    import torch
+
+    import comptrust.benign.loglik as loglik
+    from comptrust.errors import BackendError
+
+    b = HFBackend.from_path(tiny_llama)
+    prompts, choices = ["Question one? Answer:", "Question two? Answer:"], [" A", " B"]
+    expected = b.choice_logprobs(prompts, choices)
+    real, sizes = loglik.hf_choice_logprobs, []
+
+    def small_memory(model, tokenizer, prompts, choices, batch_size):
+        sizes.append(batch_size)
+        if batch_size > 4:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return real(model, tokenizer, prompts, choices, batch_size=batch_size)
+
+    monkeypatch.setattr(loglik, "hf_choice_logprobs", small_memory)
+    assert b.choice_logprobs(prompts, choices) == expected and sizes == [16, 8, 4]
+    b.requested_batch_size = 8
+    with pytest.raises(BackendError, match="out of memory on a batch of 8"):
+        b.choice_logprobs(prompts, choices)

@@ -161,10 +161,16 @@ class HFBackend:
 
     def choice_logprobs(self, prompts: list[str], choices: list[str]) -> list[list[float]]:
         """``LoglikelihoodBackend``: log p(choice | raw prompt), lm-eval conventions (benign MMLU)."""
+        import torch
+
         from comptrust.benign.loglik import hf_choice_logprobs
 
-        return hf_choice_logprobs(self.model, self.tokenizer, prompts, choices,
-                                  batch_size=self.requested_batch_size or CPU_DEFAULT_BATCH)
+        batch = self.requested_batch_size or CPU_DEFAULT_BATCH
+        while True:
+            try:
+                return hf_choice_logprobs(self.model, self.tokenizer, prompts, choices, batch_size=batch)
+            except torch.OutOfMemoryError as exc:  # long few-shot prompts: halve an automatic batch
+                batch = self._smaller_batch_after(exc, batch)
 
     # ---- internals --------------------------------------------------------------------
 
@@ -221,7 +227,7 @@ class HFBackend:
         import torch
 
         if self.requested_batch_size or rows == 1:
-            raise BackendError(f"out of memory generating a batch of {rows}", "pass a smaller --batch-size") from exc
+            raise BackendError(f"out of memory on a batch of {rows}", "pass a smaller --batch-size") from exc
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
         self.oom_retries += 1

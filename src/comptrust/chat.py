@@ -108,3 +108,14 @@ def render(messages: Sequence[Message], template: str, tokenizer=None) -> str:
                           "pass --chat-template llama-2 or --chat-template vicuna_v1.1")
     msgs = ([{"role": "system", "content": conv.system}] if conv.system is not None else []) + list(conv.turns)
     return tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+
+
+def prompt_token_ids(prompt: str, template: str, tokenizer) -> list[int]:
+    """Token ids of a rendered prompt, the same for every local backend (hf, vllm).
+
+    Model chat templates already contain every special token; DecodingTrust's templates rely
+    on the tokenizer's BOS unless the text starts with it (llama-2's "<s>[INST]").
+    """
+    bos = tokenizer.bos_token
+    add_special = template != "model" and not (bos and prompt.startswith(bos))
+    return tokenizer(prompt, add_special_tokens=add_special)["input_ids"]

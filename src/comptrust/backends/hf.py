@@ -20,7 +20,7 @@ from typing import Any
 from comptrust.backends.base import OnResult
 from comptrust.backends.kv_cache import reserved_cache
 from comptrust.backends.sampling import SAMPLER, RowSampler
-from comptrust.chat import check_template, render
+from comptrust.chat import check_template, prompt_token_ids, render
 from comptrust.errors import BackendError, ConfigError
 from comptrust.models import ModelRef, quiet_transformers, resolve_model, weights_fingerprint
 from comptrust.types import Completion, GenRow
@@ -182,11 +182,7 @@ class HFBackend:
         return ids
 
     def _encode(self, prompt: str) -> list[int]:
-        bos = self.tokenizer.bos_token
-        # Model chat templates already contain every special token; DecodingTrust's templates
-        # rely on the tokenizer's BOS unless the text starts with it (llama-2's "<s>[INST]").
-        add_special = self.chat_template != "model" and not (bos and prompt.startswith(bos))
-        return self.tokenizer(prompt, add_special_tokens=add_special)["input_ids"]
+        return prompt_token_ids(prompt, self.chat_template, self.tokenizer)
 
     def _batch_size(self, tokens_per_row: int) -> int:
         if self.requested_batch_size:

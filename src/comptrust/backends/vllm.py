@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from comptrust.backends.base import OnResult
-from comptrust.chat import check_template, render
+from comptrust.chat import check_template, prompt_token_ids, render
 from comptrust.errors import BackendError, ConfigError
 from comptrust.models import ModelRef, resolve_model, weights_fingerprint
 from comptrust.types import Completion, GenRow
@@ -123,10 +123,8 @@ class VLLMBackend:
 
     def encode(self, messages: Sequence[dict[str, str]]) -> list[int]:
         """Token ids exactly as the hf backend builds them (template, then the BOS rule)."""
-        prompt = render(messages, self.chat_template, self.tokenizer)
-        bos = self.tokenizer.bos_token
-        add_special = self.chat_template != "model" and not (bos and prompt.startswith(bos))
-        return self.tokenizer(prompt, add_special_tokens=add_special)["input_ids"]
+        return prompt_token_ids(render(messages, self.chat_template, self.tokenizer), self.chat_template,
+                                self.tokenizer)
 
     def generate(self, rows: Sequence[GenRow], on_result: OnResult | None = None) -> list[Completion]:
         vllm = import_vllm()

@@ -80,19 +80,17 @@ class Cache:
 
     # ---- generations ------------------------------------------------------------------
 
-    def get_many(self, keys: Iterable[str]) -> dict[str, tuple[str, int, int]]:
-        """``key -> (text, prompt_tokens, completion_tokens)`` for the keys present."""
+    def _rows_with_keys(self, select: str, keys: Iterable[str], *params: Any) -> Iterator[tuple]:
+        """Rows of ``select ... AND key IN (...)`` for many keys, in chunks SQLite accepts."""
         keys = list(keys)
-        found: dict[str, tuple[str, int, int]] = {}
         for i in range(0, len(keys), 500):
             chunk = keys[i:i + 500]
-            marks = ",".join("?" * len(chunk))
-            for key, text, pt, ct in self._db.execute(
-                f"SELECT key, text, prompt_tokens, completion_tokens FROM generations WHERE key IN ({marks})",
-                chunk,
-            ):
-                found[key] = (text, pt, ct)
-        return found
+            yield from self._db.execute(f"{select} key IN ({','.join('?' * len(chunk))})", [*params, *chunk])
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, tuple[str, int, int]]:
+        """``key -> (text, prompt_tokens, completion_tokens)`` for the keys present."""
+        rows = self._rows_with_keys("SELECT key, text, prompt_tokens, completion_tokens FROM generations WHERE", keys)
+        return {key: (text, pt, ct) for key, text, pt, ct in rows}
 
     def put(self, key: str, model: str, perspective: str, sample_id: str, sample_index: int,
             text: str, prompt_tokens: int, completion_tokens: int) -> None:
@@ -117,16 +115,8 @@ class Cache:
 
     def get_logliks(self, model: str, keys: Iterable[str]) -> dict[str, list[float]]:
         """``key -> choice log-probabilities`` cached for ``model`` (a backend fingerprint)."""
-        keys = list(keys)
-        found: dict[str, list[float]] = {}
-        for i in range(0, len(keys), 500):
-            chunk = keys[i:i + 500]
-            marks = ",".join("?" * len(chunk))
-            for key, value in self._db.execute(
-                f"SELECT key, value FROM scores WHERE scorer=? AND key IN ({marks})", [loglik_scorer(model), *chunk]
-            ):
-                found[key] = json.loads(value)
-        return found
+        rows = self._rows_with_keys("SELECT key, value FROM scores WHERE scorer=? AND", keys, loglik_scorer(model))
+        return {key: json.loads(value) for key, value in rows}
 
     def put_logliks(self, model: str, values: dict[str, list[float]]) -> None:
         """Store many results in one transaction (a chunk of questions is the resume unit)."""

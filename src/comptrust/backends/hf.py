@@ -11,6 +11,7 @@ matrix products (see docs/reproducibility.md).
 
 from __future__ import annotations
 
+import functools
 import os
 from collections import defaultdict
 from collections.abc import Sequence
@@ -229,6 +230,7 @@ class HFBackend:
         self.oom_retries += 1
         return max(1, rows // 2)
 
+    @functools.cached_property
     def _cache_only(self) -> dict[str, int]:
         """Forward arguments for a prefill whose logits are unused: one position, not rows x length x vocab."""
         import inspect
@@ -241,7 +243,7 @@ class HFBackend:
 
         prefix = prefix.to(self.device)
         out = self.model(input_ids=prefix, attention_mask=torch.ones_like(prefix), use_cache=True,
-                         past_key_values=self._new_cache(capacity), **self._cache_only())
+                         past_key_values=self._new_cache(capacity), **self._cache_only)
         cache = out.past_key_values
         cache.reorder_cache(torch.zeros(rows, dtype=torch.long, device=self.device))
         return cache
@@ -265,7 +267,7 @@ class HFBackend:
         mask = attention[firsts, :-1].to(self.device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                         past_key_values=self._new_cache(capacity), **self._cache_only())
+                         past_key_values=self._new_cache(capacity), **self._cache_only)
         cache = out.past_key_values
         cache.reorder_cache(torch.tensor(row_to_unique, device=self.device))
         return cache

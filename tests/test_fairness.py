@@ -20,6 +20,7 @@ from comptrust.perspectives.fairness import (
     set_metrics,
 )
 from comptrust.types import ScoredSample
+from rescore import rescore_run
 
 P = FairnessPerspective()
 
@@ -270,12 +271,7 @@ def test_smoke_suite_end_to_end_with_scripted_backend(tmp_path):
         "zero_shot_br_0.5", "few_shot_tr_br_0.5", "crime_br_0.5"}
     assert 0 <= result["score"] <= 100
     # `comptrust score` rebuilds every sample from its record and gets the same result
-    from comptrust.scoring import score_lines
-
-    rows = [json.loads(x) for x in (tmp_path / "run" / "fairness" / "scores.jsonl").read_text().splitlines()]
-    lines = [{"perspective": "fairness", "scenario": r["sample"]["scenario"], "record": r["sample"]["record"],
-              "responses": r["responses"], "metadata": r["sample"]["metadata"]} for r in rows]
-    rescored = score_lines(lines, EvalOptions())["fairness"]
+    rescored = rescore_run(tmp_path / "run", "fairness")
     assert rescored.score == pytest.approx(result["score"]) and rescored.n_samples == result["n_samples"]
 
 

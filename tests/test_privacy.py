@@ -20,6 +20,7 @@ from comptrust.perspectives.privacy import (
     understanding_outcome,
 )
 from comptrust.types import ScoredSample
+from rescore import rescore_run
 
 P = PrivacyPerspective()
 TRUE = "avery.quill@example.com"
@@ -310,12 +311,7 @@ def test_smoke_suite_end_to_end_with_scripted_backend(tmp_path):
     assert summary["perspectives"]["privacy"]["generation"]["rows"] == 16
     assert (tmp_path / "run" / "privacy" / "scores.jsonl").is_file()
     # `comptrust score` rebuilds every sample from its record and gets the same result
-    from comptrust.scoring import score_lines
-
-    rows = [json.loads(x) for x in (tmp_path / "run" / "privacy" / "scores.jsonl").read_text().splitlines()]
-    lines = [{"perspective": "privacy", "scenario": r["sample"]["scenario"], "record": r["sample"]["record"],
-              "responses": r["responses"], "metadata": r["sample"]["metadata"]} for r in rows]
-    rescored = score_lines(lines, EvalOptions())["privacy"]
+    rescored = rescore_run(tmp_path / "run", "privacy")
     assert rescored.score == pytest.approx(result["score"]) and rescored.n_samples == result["n_samples"]
 
 

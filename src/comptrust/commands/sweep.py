@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from comptrust.commands._common import common_parser
+
+if TYPE_CHECKING:
+    from comptrust.sweep.plan import Plan
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -64,13 +68,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def compress_only(plan: object, quiet: bool = False) -> int:
+def compress_only(plan: Plan, quiet: bool = False) -> int:
     """Materialize every compressed artifact of the plan; a failing one is reported and the rest go on."""
     from comptrust.errors import ComptrustError
     from comptrust.sweep.jobs import materialize
 
     failed = 0
-    for artifact in plan.artifacts:  # type: ignore[attr-defined]
+    for artifact in plan.artifacts:
         if artifact.dense:
             continue
         log = None if quiet else (lambda msg, a=artifact.id: print(f"comptrust: {a}: {msg}", file=sys.stderr))

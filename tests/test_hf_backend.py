@@ -1,4 +1,8 @@
-"""The batched transformers backend: seeds, batch-size invariance, EOS, prompt formats."""
+"""The batched transformers backend: seeds, batch-size invariance, EOS, prompt formats.
+
+Tests of static batches (the fallback for models without a per-row cache, and the benchmarks'
+yardstick) set ``scheduler = "static"``; continuous batching has tests/test_continuous_batching.py.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +26,14 @@ def _rows(params: GenParams, n_prompts: int = 5, draws: int = 2) -> list[GenRow]
 @pytest.fixture(scope="module")
 def backend(tiny_llama):
     return HFBackend.from_path(tiny_llama, batch_size=4)
+
+
+@pytest.fixture
+def static(backend):
+    """The module's backend on static batches for one test."""
+    backend.scheduler = "static"
+    yield backend
+    backend.scheduler = "continuous"
 
 
 def test_sampling_is_reproducible_and_independent_of_batch_size(backend):
@@ -58,11 +70,12 @@ def test_completion_lengths_and_on_result_callback(backend):
     assert out[2].prompt_tokens > out[0].prompt_tokens  # longer statement, longer prompt
 
 
-def test_generation_stops_at_eos(tiny_llama, monkeypatch):
+@pytest.mark.parametrize("scheduler", ["continuous", "static"])
+def test_generation_stops_at_eos(tiny_llama, monkeypatch, scheduler):
     import comptrust.backends.hf as hf
 
     monkeypatch.setattr(hf, "MIN_SHARED_PREFIX", 10**9)  # every lm_head call below is a generate step
-    backend = HFBackend.from_path(tiny_llama, batch_size=2)
+    backend = HFBackend.from_path(tiny_llama, batch_size=2, scheduler=scheduler)
     eos = backend.tokenizer.eos_token_id
     calls = {"n": 0}
 
@@ -92,9 +105,10 @@ def _texts(backend, rows):
     return [c.text for c in backend.generate(rows)]
 
 
-def test_prefix_and_prompt_sharing_give_the_same_text_as_plain_batches(backend, monkeypatch):
+def test_prefix_and_prompt_sharing_give_the_same_text_as_plain_batches(static, monkeypatch):
     import comptrust.backends.hf as hf
 
+    backend = static
     sampled = _rows(GenParams(max_tokens=10, temperature=1.0, n=3, seed=5), n_prompts=3, draws=3)
     greedy = _rows(GenParams(max_tokens=8, temperature=0.0), n_prompts=3, draws=1)
     assert hf.common_prefix_length([backend._encode(backend.prompt_text(r.messages)) for r in sampled]) >= 8
@@ -141,9 +155,10 @@ def test_dtype_choice_and_bfloat16_generation(tiny_llama, monkeypatch):
     assert len(out) == 2 and all(0 < c.completion_tokens <= 5 for c in out)
 
 
-def test_reserved_kv_cache_gives_the_same_text_as_transformers_dynamic_cache(backend, monkeypatch):
+def test_reserved_kv_cache_gives_the_same_text_as_transformers_dynamic_cache(static, monkeypatch):
     import comptrust.backends.hf as hf
 
+    backend = static
     sampled = _rows(GenParams(max_tokens=10, temperature=1.0, n=3, seed=5), n_prompts=3, draws=3)
     greedy = _rows(GenParams(max_tokens=8, temperature=0.0), n_prompts=4, draws=1)
     made = []
@@ -222,6 +237,7 @@ def test_out_of_memory_halves_an_automatic_batch_and_keeps_every_text(tiny_llama
     from comptrust.errors import BackendError
 
     b = HFBackend.from_path(tiny_llama, batch_size=8)
+    b.scheduler = "static"
     rows = _rows(GenParams(max_tokens=6, temperature=1.0, n=2, seed=3), n_prompts=4, draws=2)
     expected = _texts(b, rows)
     real = HFBackend._generate_batch
@@ -246,6 +262,7 @@ def test_gpu_batches_grow_as_prompts_get_shorter(tiny_llama, monkeypatch):
     import torch
 
     b = HFBackend.from_path(tiny_llama)
+    b.scheduler = "static"
     monkeypatch.setattr(b, "device", torch.device("cuda"))
     # room for 3072 * 1000 bytes / 0.8: tokens_per_row 40 -> 25 rows, 20 -> 50 rows
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (3072 * 1000 / 0.8, 0))

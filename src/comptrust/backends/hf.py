@@ -1,8 +1,14 @@
-"""Batched generation with transformers: left padding, length buckets, per-row seeds.
+"""Batched generation with transformers: continuous batching, shared prefixes, per-row seeds.
 
 Why not one prompt at a time (as the reference implementation does)?  Batching
-is the single largest speed-up available on any hardware.  Why a per-row
-sampler?  With one global RNG a sample's text would depend on which other
+is the single largest speed-up available on any hardware.  Why continuous
+batching (``backends/continuous.py``) rather than static batches?  With EOS on,
+answers end at very different lengths; a static batch computes its finished rows
+until the longest ends, while here a finished row leaves at once and a waiting
+row takes its slot.  Static batches (``scheduler="static"``: length buckets, left
+padding, ``model.generate``) remain for models whose cache cannot be kept per row
+(sliding-window or linear-attention layers) and as the benchmarks' yardstick.
+Why a per-row sampler?  With one global RNG a sample's text would depend on which other
 prompts shared its batch; here each (sample, draw) owns a ``torch.Generator``
 seeded from the run seed, so the same seed gives the same text whatever the
 batch size, up to floating-point differences between padded and unpadded
@@ -19,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from comptrust.backends.base import OnResult
-from comptrust.backends.kv_cache import reserved_cache
+from comptrust.backends.continuous import ContinuousBatcher, Request, SchedulerStats
+from comptrust.backends.kv_cache import reservable, reserved_cache
 from comptrust.backends.sampling import SAMPLER, RowSampler
 from comptrust.chat import check_template, prompt_token_ids, render
 from comptrust.errors import BackendError, ConfigError
@@ -30,6 +37,8 @@ CPU_DEFAULT_BATCH = 16
 GPU_MAX_BATCH = 512
 GPU_MEMORY_FRACTION = 0.8  # of the memory free after loading, for the batch's KV cache and activations
 MIN_SHARED_PREFIX = 8  # shorter common prefixes are not worth a separate forward pass
+PREFILL_TOKENS = {"cpu": 2048, "cuda": 8192}  # padded prompt tokens per prefill forward (continuous batching)
+SCHEDULERS = ("continuous", "static")
 
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -71,9 +80,17 @@ class HFBackend:
     name = "hf"
 
     def __init__(self, model: Any, tokenizer: Any, ref: ModelRef, chat_template: str = "model",
-                 batch_size: int | None = None, weights_hash: str | None = None) -> None:
-        """``weights_hash`` names weights that exist only in memory (benchmarks); else the folder's files are hashed."""
+                 batch_size: int | None = None, weights_hash: str | None = None,
+                 scheduler: str = "continuous") -> None:
+        """``weights_hash`` names weights that exist only in memory (benchmarks); else the folder's files are hashed.
+
+        ``scheduler``: "continuous" (the default, where the model allows it) or "static" batches; both
+        give the same texts (tested), so it is not part of the fingerprint.
+        """
         check_template(chat_template)
+        if scheduler not in SCHEDULERS:
+            raise ConfigError(f"unknown scheduler {scheduler!r}", f"choose one of: {', '.join(SCHEDULERS)}")
+        self.scheduler = scheduler
         self.model = model
         self.tokenizer = tokenizer
         self.ref = ref
@@ -85,16 +102,26 @@ class HFBackend:
                             f"-{SAMPLER}")
         self.eos_ids = self._eos_ids()
         self.oom_retries = 0  # automatic batches halved after running out of memory
+        self.stats = SchedulerStats()  # continuous batching's running totals (prefill/decode time, rows computed)
+        self.timings: dict[str, float] = {}  # seconds spent loading (from_path): imports, resolve, load
 
     @classmethod
     def from_path(cls, spec: str | Path, batch_size: int | None = None, chat_template: str | None = None,
-                  device: str | None = None, allow_pickle: bool = False, dtype: str | None = None) -> HFBackend:
+                  device: str | None = None, allow_pickle: bool = False, dtype: str | None = None,
+                  scheduler: str = "continuous") -> HFBackend:
         """Resolve ``spec`` (folder, GGUF, alias or hub id) and load it for generation."""
+        import time
+
+        if scheduler not in SCHEDULERS:  # before loading gigabytes
+            raise ConfigError(f"unknown scheduler {scheduler!r}", f"choose one of: {', '.join(SCHEDULERS)}")
+        started = time.perf_counter()
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         quiet_transformers()
+        imported = time.perf_counter()
         ref = resolve_model(str(spec), allow_pickle=allow_pickle)
+        resolved = time.perf_counter()
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         torch_dtype = choose_dtype(device, dtype)
         try:
@@ -112,7 +139,12 @@ class HFBackend:
         model.eval()
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
-        return cls(model, tokenizer, ref, chat_template or "model", batch_size)
+        backend = cls(model, tokenizer, ref, chat_template or "model", batch_size, scheduler=scheduler)
+        loaded = time.perf_counter()
+        # The weights hash (in __init__) reads every file: it belongs to loading.
+        backend.timings = {"imports": imported - started, "model_resolve": resolved - imported,
+                           "model_load": loaded - resolved}
+        return backend
 
     # ---- protocol ---------------------------------------------------------------------
 
@@ -125,6 +157,7 @@ class HFBackend:
             "path": str(self.ref.path), "source": self.ref.source, "weights_sha256": self.weights_hash,
             "chat_template": self.chat_template, "dtype": str(self.model.dtype), "device": str(self.device),
             "batch_size": self.requested_batch_size or "auto", "compression": self.ref.manifest(),
+            "scheduler": self.scheduler if self._continuous() else "static",
             "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
         }
 
@@ -132,7 +165,54 @@ class HFBackend:
         return render(messages, self.chat_template, self.tokenizer)
 
     def generate(self, rows: Sequence[GenRow], on_result: OnResult | None = None) -> list[Completion]:
-        """Complete every row; rows with equal decoding parameters share batches."""
+        """Complete every row, calling ``on_result(i, completion)`` the moment row ``i`` ends."""
+        if self._continuous():
+            return self._generate_continuous(rows, on_result)
+        return self._generate_static(rows, on_result)
+
+    def _continuous(self) -> bool:
+        """Whether this model can run continuous batching (else static batches).
+
+        It needs every layer's cache kept per row (full attention, see ``kv_cache.reservable``) and an
+        attention implementation that takes a 4-D mask (SDPA or eager).
+        """
+        attention = getattr(self.model.config, "_attn_implementation", "sdpa")
+        return self.scheduler == "continuous" and reservable(self.model.config) and attention in ("sdpa", "eager")
+
+    def _generate_continuous(self, rows: Sequence[GenRow], on_result: OnResult | None) -> list[Completion]:
+        import torch
+
+        results: list[Completion | None] = [None] * len(rows)
+        pending = {i: Request(i, tuple(self._encode(self.prompt_text(r.messages))), r.params.max_tokens,
+                              r.params.temperature, r.params.top_p, r.row_seed) for i, r in enumerate(rows)}
+
+        def finished(request: Request, tokens: list[int], _eos: bool) -> None:
+            completion = Completion(text=self.tokenizer.decode(tokens, skip_special_tokens=False),
+                                    prompt_tokens=len(request.prompt), completion_tokens=len(tokens))
+            results[request.index] = completion
+            del pending[request.index]
+            if on_result:
+                on_result(request.index, completion)
+
+        slots = None
+        while pending:
+            todo = [pending[i] for i in sorted(pending)]
+            slots = slots or self._slot_count(max(r.need for r in todo))
+            batcher = ContinuousBatcher(self.model, self.eos_ids, slots, PREFILL_TOKENS.get(self.device.type, 8192),
+                                        MIN_SHARED_PREFIX, self.tokenizer.pad_token_id)
+            try:
+                batcher.run(todo, finished)
+            except torch.OutOfMemoryError as exc:
+                # Rows finished so far were reported; the rest restart from their prompts with fewer
+                # slots (same seeds, so the same texts).
+                slots = self._smaller_batch_after(exc, slots)
+                batcher.stats.restarts += len(pending)
+            finally:
+                self.stats.add(batcher.stats)
+        return [r for r in results if r is not None]
+
+    def _generate_static(self, rows: Sequence[GenRow], on_result: OnResult | None) -> list[Completion]:
+        """Static batches: rows with equal decoding parameters share ``model.generate`` calls."""
         import torch
 
         results: list[Completion | None] = [None] * len(rows)
@@ -186,16 +266,44 @@ class HFBackend:
         return prompt_token_ids(prompt, self.chat_template, self.tokenizer)
 
     def _batch_size(self, tokens_per_row: int) -> int:
+        """Rows of a static batch whose rows hold ``tokens_per_row`` positions (prefill of all of them at once)."""
         if self.requested_batch_size:
             return self.requested_batch_size
         if self.device.type != "cuda":
             return CPU_DEFAULT_BATCH
+        kv_per_token, activations_per_token = self._bytes_per_token()
+        # The reserved KV cache is allocated once (no copy per step), so most of the free memory can
+        # hold it; the rest is left to the allocator's fragmentation and the logits.
+        fit = int(self._free_memory() * GPU_MEMORY_FRACTION
+                  // max(1, (kv_per_token + activations_per_token) * tokens_per_row))
+        return max(1, min(GPU_MAX_BATCH, fit))
+
+    def _slot_count(self, capacity: int) -> int:
+        """Slots of a continuous-batching pool whose rows hold up to ``capacity`` positions each.
+
+        Unlike a static batch, only one prefill chunk (``PREFILL_TOKENS``) holds activations at a
+        time, so the pool itself can take the rest of the memory budget.
+        """
+        if self.requested_batch_size:
+            return self.requested_batch_size
+        if self.device.type != "cuda":
+            return CPU_DEFAULT_BATCH
+        kv_per_token, activations_per_token = self._bytes_per_token()
+        vocab = self.model.config.get_text_config(decoder=True).vocab_size
+        prefill = PREFILL_TOKENS["cuda"] * activations_per_token + GPU_MAX_BATCH * vocab * 8  # + logits
+        budget = self._free_memory() * GPU_MEMORY_FRACTION - prefill
+        return max(1, min(GPU_MAX_BATCH, int(budget // max(1, kv_per_token * (capacity + 1)))))
+
+    def _free_memory(self) -> int:
         import torch
 
         free, _total = torch.cuda.mem_get_info(self.device)
         # Memory PyTorch's allocator holds but no tensor uses (the previous batch's cache) is free to us,
         # though CUDA counts it as taken.
-        free += torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(self.device)
+        return free + torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(self.device)
+
+    def _bytes_per_token(self) -> tuple[int, int]:
+        """(KV cache bytes, prefill activation bytes) per token of one row."""
         cfg = self.model.config.get_text_config(decoder=True)
         heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
         head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
@@ -204,11 +312,7 @@ class HFBackend:
         # Prefill holds one layer's activations at a time: the MLP's gate, up and product, and
         # the attention projections.
         intermediate = getattr(cfg, "intermediate_size", None) or 4 * cfg.hidden_size
-        activations_per_token = (3 * intermediate + 4 * cfg.hidden_size) * itemsize
-        # The reserved KV cache is allocated once (no copy per step), so most of the free memory can
-        # hold it; the rest is left to the allocator's fragmentation and the logits.
-        fit = int(free * GPU_MEMORY_FRACTION // max(1, (kv_per_token + activations_per_token) * tokens_per_row))
-        return max(1, min(GPU_MAX_BATCH, fit))
+        return kv_per_token, (3 * intermediate + 4 * cfg.hidden_size) * itemsize
 
     def _new_cache(self, capacity: int) -> Any:
         """An empty KV cache reserved for ``capacity`` positions per row (None: transformers' default)."""

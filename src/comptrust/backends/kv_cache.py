@@ -1,4 +1,4 @@
-"""A KV cache reserved once per batch, so decoding never copies it.
+"""KV caches reserved once, so decoding never copies them: per batch, and per row slot.
 
 Why?  transformers' ``DynamicCache`` appends each step's keys and values with
 ``torch.cat``, which copies the whole cache of every layer at every step: for a
@@ -10,6 +10,14 @@ length is known before it starts (widest prompt + ``max_new_tokens``), so
 length, writes new positions in place and hands attention a view of the filled
 part.  Attention sees exactly the tensors ``DynamicCache`` would give it, so
 the generated text is the same (tested).
+
+:class:`SlotCache` is the same idea for continuous batching: a pool of row
+slots, each with its own length.  A forward computes a contiguous range of
+slots; each new key/value is written at its own row's next column
+(:meth:`SlotLayer.store`, the one place new keys and values enter the cache),
+and attention reads a view of the range, masked per row.  Rows finish and
+leave (the last row moves into the freed slot), and new rows join, without
+touching the rest of the pool.
 """
 
 from __future__ import annotations
@@ -132,3 +140,102 @@ def reserved_cache(config: Any, capacity: int) -> ReservedCache | None:
         return None
     text = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
     return ReservedCache(text.num_hidden_layers, capacity)
+
+
+class StepPlan:
+    """Where the next forward's keys and values go, shared by every :class:`SlotLayer` of a pool.
+
+    ``start``/``stop``: the contiguous slots the forward computes (its batch rows);
+    ``columns``: (rows x new tokens) the column of each new token in its row (the pool's
+    spare column for padding, which no mask ever admits); ``key_length``: the columns attention
+    reads (the longest row after the forward).
+    """
+
+    def __init__(self) -> None:
+        self.start = 0
+        self.stop = 0
+        self.rows: Any = None
+        self.columns: Any = None
+        self.key_length = 0
+
+    def set(self, start: int, stop: int, columns: Any, key_length: int) -> None:
+        import torch
+
+        self.start, self.stop, self.columns, self.key_length = start, stop, columns, key_length
+        self.rows = torch.arange(stop - start, device=columns.device)[:, None]
+
+
+class SlotLayer(DynamicLayer):
+    """One layer's keys and values for ``slots`` rows of up to ``capacity`` positions each (+1 spare column)."""
+
+    def __init__(self, plan: StepPlan, slots: int, heads: int, capacity: int, head_dim: int, dtype: Any,
+                 device: Any) -> None:
+        import torch
+
+        super().__init__()
+        self.plan = plan
+        self.capacity = capacity
+        self.dtype, self.device = dtype, device
+        shape = (slots, heads, capacity + 1, head_dim)
+        self._keys = torch.zeros(shape, dtype=dtype, device=device)
+        self._values = torch.zeros(shape, dtype=dtype, device=device)
+        self.is_initialized = True
+
+    def lazy_initialization(self, key_states: Any, value_states: Any) -> None:  # allocated up front
+        return None
+
+    def store(self, key_states: Any, value_states: Any) -> None:
+        """Write a forward's new keys and values (rows x heads x tokens x dim) at the plan's columns."""
+        plan = self.plan
+        rows, columns = plan.rows, plan.columns
+        self._keys[plan.start:plan.stop][rows, :, columns] = key_states.transpose(1, 2)
+        self._values[plan.start:plan.stop][rows, :, columns] = value_states.transpose(1, 2)
+
+    def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
+        self.store(key_states, value_states)
+        plan = self.plan
+        self.keys = self._keys[plan.start:plan.stop, :, :plan.key_length]
+        self.values = self._values[plan.start:plan.stop, :, :plan.key_length]
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return self.plan.key_length
+
+    def copy_in(self, keys: Any, values: Any, slots: Any, length: int) -> None:
+        """Fill columns ``[0, length)`` of ``slots`` from one row's keys/values (heads x >= length x dim)."""
+        self._keys[slots, :, :length] = keys[:, :length]
+        self._values[slots, :, :length] = values[:, :length]
+
+    def row(self, slot: int) -> tuple[Any, Any]:
+        """Slot ``slot``'s keys and values (views of the pool)."""
+        return self._keys[slot], self._values[slot]
+
+
+class SlotCache(DynamicCache):
+    """A pool of row slots for continuous batching; the caller sets :attr:`plan` before every forward."""
+
+    def __init__(self, config: Any, slots: int, capacity: int, dtype: Any, device: Any) -> None:
+        text = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
+        heads = getattr(text, "num_key_value_heads", None) or text.num_attention_heads
+        head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+        self.plan = StepPlan()
+        self.slots, self.capacity = slots, capacity
+        self.spare_column = capacity
+        Cache.__init__(self, layers=[SlotLayer(self.plan, slots, heads, capacity, head_dim, dtype, device)
+                                     for _ in range(text.num_hidden_layers)])
+
+    def copy_prefix(self, prefix: Any, slots: list[int], length: int) -> None:
+        """Columns ``[0, length)`` of ``slots`` from a batch-1 cache (a shared prefix, encoded once)."""
+        import torch
+
+        index = torch.tensor(slots, device=self.layers[0].device)
+        for layer, source in zip(self.layers, prefix.layers, strict=True):
+            layer.copy_in(source.keys[0], source.values[0], index, length)
+
+    def copy_row(self, source: int, slots: list[int], length: int) -> None:
+        """Columns ``[0, length)`` of ``slots`` from slot ``source`` (a prompt's draws share its encoding)."""
+        import torch
+
+        index = torch.tensor(slots, device=self.layers[0].device)
+        for layer in self.layers:
+            layer.copy_in(*layer.row(source), index, length)

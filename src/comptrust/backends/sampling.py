@@ -3,6 +3,8 @@
 Why per-row streams?  With one global RNG a sample's text would depend on which
 other prompts shared its batch; here each (sample, draw) has its own seed, so the
 same seed gives the same text whatever the batch size (docs/reproducibility.md).
+Why a per-row counter?  Under continuous batching rows join a running batch at
+different times, so "step" is each row's own token index, not the batch's.
 """
 
 from __future__ import annotations
@@ -20,16 +22,27 @@ def _int64(value: int) -> int:
     return value - (1 << 64) if value >= 1 << 63 else value
 
 
-def splitmix64_uniforms(seeds: Any, counter_start: int, width: int) -> Any:
+def seed_tensor(seeds: list[int], device: Any) -> Any:
+    """Row seeds as the int64 column (rows x 1) the generator takes."""
+    import torch
+
+    return torch.tensor([_int64(s) for s in seeds], dtype=torch.long, device=device)[:, None]
+
+
+def splitmix64_uniforms(seeds: Any, counter_start: Any, width: int) -> Any:
     """Uniforms in (0, 1): row r, column j is SplitMix64 output ``counter_start + j + 1`` of the stream ``seeds[r]``.
 
     Counter-based, so any row's numbers follow from its seed and the counter alone, on any device
-    and in any batch.  ``seeds`` is an int64 tensor (rows x 1); 53 bits per uniform, as
+    and in any batch.  ``seeds`` is an int64 tensor (rows x 1); ``counter_start`` an int shared by
+    all rows or an int64 tensor (rows x 1), one counter per row; 53 bits per uniform, as
     ``random.random`` uses.
     """
     import torch
 
-    z = torch.arange(counter_start + 1, counter_start + width + 1, dtype=torch.long, device=seeds.device)
+    if isinstance(counter_start, int):
+        z = torch.arange(counter_start + 1, counter_start + width + 1, dtype=torch.long, device=seeds.device)
+    else:
+        z = torch.arange(1, width + 1, dtype=torch.long, device=seeds.device) + counter_start
     z = z.mul_(_int64(_GAMMA)) + seeds  # the Weyl sequence seed + n * gamma, wrapping mod 2**64
     scratch = torch.empty_like(z)
     for shift, multiplier in ((30, _MIX[0]), (27, _MIX[1]), (31, None)):
@@ -41,41 +54,79 @@ def splitmix64_uniforms(seeds: Any, counter_start: int, width: int) -> Any:
     return (z.double() + 0.5) * 2.0 ** -53
 
 
+def race(scores: Any, temperature: float, top_p: float, seeds: Any, counter_start: Any) -> Any:
+    """One sampled token per row (rows x 1): the exponential race over ``softmax(scores / temperature)``.
+
+    token = argmax_j p_j / E_j with E_j = -log(u_j) draws j with probability p_j exactly; u comes
+    from :func:`splitmix64_uniforms` with the row seed as the stream and ``counter_start + j`` as
+    the counter.  Top-p keeps the smallest set of most likely tokens whose mass reaches ``top_p``.
+    """
+    import torch
+
+    probs = torch.softmax(scores.float() / temperature, dim=-1)
+    if top_p < 1.0:
+        sorted_p, order = probs.sort(dim=-1, descending=True)
+        drop = sorted_p.cumsum(-1) - sorted_p > top_p
+        sorted_p[drop] = 0.0
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
+    vocab = scores.shape[-1]
+    exponentials = splitmix64_uniforms(seeds, counter_start, vocab).log_().neg_()
+    return (probs.double() / exponentials).argmax(-1, keepdim=True)
+
+
+def next_tokens(scores: Any, seeds: Any, steps: Any, temperatures: list[float], top_ps: list[float]) -> Any:
+    """The next token of each row (a 1-D tensor), rows with their own decoding parameters and token index.
+
+    ``scores``: last-position logits (rows x vocab); ``seeds``/``steps``: int64 (rows x 1), ``steps``
+    being each row's number of tokens generated so far.  Greedy rows (temperature 0) take the
+    argmax, as transformers' greedy search does; sampled rows race with the counter
+    ``step x vocab``, so a row's draw is the one :class:`RowSampler` makes at that step.  Rows
+    sharing a temperature and top-p are sampled together with scalar parameters (the same
+    arithmetic as ``RowSampler``, bit for bit, also on GPUs where a tensor divisor would round
+    differently from a scalar one).
+    """
+    import torch
+
+    logits = scores.float()
+    tokens = logits.argmax(-1)
+    groups: dict[tuple[float, float], list[int]] = {}
+    for row, (temperature, top_p) in enumerate(zip(temperatures, top_ps, strict=True)):
+        if temperature > 0:
+            groups.setdefault((temperature, top_p), []).append(row)
+    vocab = logits.shape[-1]
+    for (temperature, top_p), rows in groups.items():
+        if len(rows) == len(tokens):
+            tokens = race(logits, temperature, top_p, seeds, steps * vocab)[:, 0]
+            break
+        idx = torch.tensor(rows, device=logits.device)
+        tokens[idx] = race(logits[idx], temperature, top_p, seeds[idx], steps[idx] * vocab)[:, 0]
+    return tokens
+
+
 class RowSampler:
     """A logits processor that samples each row from its own random stream, the whole batch at once.
 
     Why not ``torch.multinomial`` with one generator per row (comptrust's sampler until 2026-11-28)?  That loop is a few
     kernel launches per row per step: ~2,000 launches per generated token at batch 512 on a GPU,
     and 22 ms per step even at batch 16 on this CPU.  Here a step is one exponential race for
-    all rows: token = argmax_j p_j / E_j with E_j = -log(u_j), which draws j with probability
-    p_j exactly; u comes from :func:`splitmix64_uniforms` with the row seed as the stream and
-    ``step x vocab + j`` as the counter, so a row's draws never depend on the rest of its batch.
-    (8 ms per step at batch 16 here; the race, unlike an inverse CDF, does not turn the last-bit
-    differences between batch layouts into different tokens.)
+    all rows (:func:`race`) with ``step x vocab + j`` as the counter, so a row's draws never depend
+    on the rest of its batch.  (8 ms per step at batch 16 here; the race, unlike an inverse CDF,
+    does not turn the last-bit differences between batch layouts into different tokens.)
 
     It returns scores that are -inf everywhere but the drawn token, so transformers' greedy step
-    picks exactly that token.  Temperature and top-p are applied here.
+    picks exactly that token.  Temperature and top-p are applied here.  The static-batch path uses
+    it inside ``model.generate``; continuous batching calls :func:`next_tokens` directly.
     """
 
     def __init__(self, seeds: list[int], temperature: float, top_p: float, device: Any) -> None:
-        import torch
-
         self.temperature = temperature
         self.top_p = top_p
-        self.seeds = torch.tensor([_int64(s) for s in seeds], dtype=torch.long, device=device)[:, None]
+        self.seeds = seed_tensor(seeds, device)
         self.step = 0
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
         import torch
 
-        probs = torch.softmax(scores.float() / self.temperature, dim=-1)
-        if self.top_p < 1.0:
-            sorted_p, order = probs.sort(dim=-1, descending=True)
-            drop = sorted_p.cumsum(-1) - sorted_p > self.top_p
-            sorted_p[drop] = 0.0
-            probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
-        vocab = scores.shape[-1]
-        exponentials = splitmix64_uniforms(self.seeds, self.step * vocab, vocab).log_().neg_()
-        tokens = (probs.double() / exponentials).argmax(-1, keepdim=True)
+        tokens = race(scores, self.temperature, self.top_p, self.seeds, self.step * scores.shape[-1])
         self.step += 1
         return torch.full_like(scores, float("-inf")).scatter_(-1, tokens, 0.0)

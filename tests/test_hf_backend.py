@@ -349,11 +349,11 @@ def test_mmlu_log_likelihoods_halve_an_automatic_batch_after_out_of_memory(tiny_
     expected = b.choice_logprobs(prompts, choices)
     real, sizes = loglik.hf_choice_logprobs, []
 
-    def small_memory(model, tokenizer, prompts, choices, batch_size):
+    def small_memory(model, tokenizer, prompts, choices, batch_size, prefixes):
         sizes.append(batch_size)
         if batch_size > 4:
             raise torch.OutOfMemoryError("CUDA out of memory")
-        return real(model, tokenizer, prompts, choices, batch_size=batch_size)
+        return real(model, tokenizer, prompts, choices, batch_size=batch_size, prefixes=prefixes)
 
     monkeypatch.setattr(loglik, "hf_choice_logprobs", small_memory)
     assert b.choice_logprobs(prompts, choices) == expected and sizes == [16, 8, 4]

@@ -10,6 +10,7 @@ import pytest
 from comptrust.backends.scripted import ScriptedBackend
 from comptrust.benign.loglik import hf_choice_logprobs
 from comptrust.benign.mmlu import (
+    CHOICES,
     SUBJECTS,
     MmluPerspective,
     build_prompt,
@@ -277,3 +278,59 @@ def test_mmlu_log_likelihoods_are_cached_so_a_rerun_or_a_killed_run_computes_not
     assert stats["logliks"] == 9 and stats["scores"] == 0  # not counted as external (toxicity) scores
     read = lambda run: (tmp_path / run / "mmlu" / "scores.jsonl").read_text()  # noqa: E731
     assert read("resumed") == read("again") == read("fresh")
+
+
+def _subject_prompts(subjects, per_subject):
+    opts = EvalOptions(limit=per_subject, scenarios=list(subjects), extra={"mmlu_data": str(MMLU_DATA)})
+    return [s.messages[0]["content"] for s in MmluPerspective().samples(None, opts)]
+
+
+def test_shared_demonstrations_are_encoded_once_per_subject_with_the_same_log_probs(tiny_llama, monkeypatch):
+    """A subject's header and demonstrations are encoded once, even across chunks; values do not move."""
+    import comptrust.benign.loglik as loglik
+    from comptrust.backends.hf import HFBackend
+
+    backend = HFBackend.from_path(tiny_llama, batch_size=3)
+    prompts = _subject_prompts(("elementary_mathematics", "world_religions"), 4)
+    assert len(prompts) == 8
+    plain = []
+    for p in prompts:  # one prompt per call, nothing to share: the whole prompt is encoded
+        monkeypatch.setattr(loglik, "MIN_SHARED_PREFIX", 10**9)
+        plain += hf_choice_logprobs(backend.model, backend.tokenizer, [p], list(CHOICES), batch_size=1)
+    monkeypatch.setattr(loglik, "MIN_SHARED_PREFIX", 16)
+    encoded = []
+    real = loglik._encode_prefix
+
+    def counted(model, tokens, prefixes):
+        cache, length = real(model, tokens, prefixes)
+        encoded.append((length, cache))
+        return cache, length
+
+    monkeypatch.setattr(loglik, "_encode_prefix", counted)
+    shared = []
+    for start in range(0, 8, 2):  # chunks of two questions, as evaluate_loglik sends them
+        shared += backend.choice_logprobs(prompts[start:start + 2], list(CHOICES))
+    assert [x for row in shared for x in row] == pytest.approx([x for row in plain for x in row], abs=1e-4)
+    assert [max(range(4), key=row.__getitem__) for row in shared] == [
+        max(range(4), key=row.__getitem__) for row in plain]
+    caches = {id(cache) for _length, cache in encoded}
+    assert len(encoded) == 4 and len(caches) == 2  # four chunks, one encoding per subject
+    header = backend.tokenizer.encode(prompts[0][:prompts[0].index("\n\n") + 2])
+    assert all(length > 5 * len(header) for length, _cache in encoded)  # the demonstrations, not just the header
+
+
+def test_loglik_with_shared_prefixes_equals_lm_eval_hflm(tiny_llama):
+    """Prompts sharing their demonstrations: our log-likelihoods equal lm-eval's HFLM.loglikelihood."""
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    tok = AutoTokenizer.from_pretrained(tiny_llama)
+    prompts = _subject_prompts(("elementary_mathematics", "astronomy"), 3)
+    ours = hf_choice_logprobs(model, tok, prompts, list(CHOICES), batch_size=2, prefixes={})
+    lm = HFLM(pretrained=model, tokenizer=tok, batch_size=2)
+    reqs = [Instance(request_type="loglikelihood", doc={}, arguments=(pr, c), idx=j)
+            for pr in prompts for j, c in enumerate(CHOICES)]
+    theirs = [r[0] for r in lm.loglikelihood(reqs, disable_tqdm=True)]
+    assert [x for row in ours for x in row] == pytest.approx(theirs, abs=1e-4)

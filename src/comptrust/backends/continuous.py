@@ -74,9 +74,9 @@ class SchedulerStats:
         return self.decode_tokens / self.decode_row_steps if self.decode_row_steps else None
 
 
-def _common_length(a: Sequence[int], b: Sequence[int]) -> int:
-    """Leading tokens ``a`` and ``b`` share, leaving at least one token of each to prefill."""
-    limit = min(len(a), len(b)) - 1
+def common_length(a: Sequence[int], b: Sequence[int], leave: int = 1) -> int:
+    """Leading tokens ``a`` and ``b`` share, leaving at least ``leave`` tokens of each (one to prefill)."""
+    limit = min(len(a), len(b)) - leave
     n = 0
     while n < limit and a[n] == b[n]:
         n += 1
@@ -94,7 +94,7 @@ def shared_prefix_groups(prompts: Sequence[tuple[int, ...]], min_shared: int) ->
     order = sorted(range(len(prompts)), key=lambda i: prompts[i])
     if len(order) < 2:
         return [(order, 0)] if order else []
-    common = [_common_length(prompts[order[i]], prompts[order[i + 1]]) for i in range(len(order) - 1)]
+    common = [common_length(prompts[order[i]], prompts[order[i + 1]]) for i in range(len(order) - 1)]
     # Cartesian tree over ``common`` (min at the root), built with a stack in one pass.
     left: list[int | None] = [None] * len(common)
     right: list[int | None] = [None] * len(common)

@@ -104,6 +104,7 @@ class HFBackend:
         self.oom_retries = 0  # automatic batches halved after running out of memory
         self.stats = SchedulerStats()  # continuous batching's running totals (prefill/decode time, rows computed)
         self.timings: dict[str, float] = {}  # seconds spent loading (from_path): imports, resolve, load
+        self._loglik_prefixes: dict[tuple[int, ...], Any] = {}  # MMLU: the current subject's encoded demonstrations
 
     @classmethod
     def from_path(cls, spec: str | Path, batch_size: int | None = None, chat_template: str | None = None,
@@ -249,8 +250,10 @@ class HFBackend:
         batch = self.requested_batch_size or CPU_DEFAULT_BATCH
         while True:
             try:
-                return hf_choice_logprobs(self.model, self.tokenizer, prompts, choices, batch_size=batch)
+                return hf_choice_logprobs(self.model, self.tokenizer, prompts, choices, batch_size=batch,
+                                          prefixes=self._loglik_prefixes)
             except torch.OutOfMemoryError as exc:  # long few-shot prompts: halve an automatic batch
+                self._loglik_prefixes.clear()
                 batch = self._smaller_batch_after(exc, batch)
 
     # ---- internals --------------------------------------------------------------------

@@ -3,10 +3,16 @@
 Generation goes through the SQLite cache row by row, so a run killed at any
 point and started again with the same command regenerates nothing it already
 has and ends with exactly the scores an uninterrupted run would produce.
+
+``summary.json`` says where the wall time went (``timing``): startup and imports,
+model resolution (conversion) and loading, then per perspective prefill, decode,
+the rest of generation (tokenizing, cache lookups and writes), log-likelihoods,
+scoring and writing.
 """
 
 from __future__ import annotations
 
+import os
 import platform
 import time
 from collections.abc import Sequence
@@ -52,9 +58,11 @@ def generate_cached(backend: Backend, perspective: Perspective, samples: Sequenc
         generated_tokens += completion.completion_tokens
         progress.advance(task)
 
+    before = _scheduler_seconds(backend)
     if rows:
         backend.generate(rows, on_result=on_result)
     seconds = time.perf_counter() - started
+    after = _scheduler_seconds(backend)
     progress.done(task)
     responses: dict[str, list[str]] = {s.id: [] for s in samples}
     for s, _j, key in keyed:
@@ -62,7 +70,73 @@ def generate_cached(backend: Backend, perspective: Perspective, samples: Sequenc
     stats = {"rows": len(keyed), "cached": len(keyed) - len(missing), "generated": len(missing),
              "seconds": round(seconds, 3), "completion_tokens": generated_tokens,
              "tokens_per_second": round(generated_tokens / seconds, 2) if rows and seconds > 0 else None}
+    if before is not None and after is not None:  # continuous batching says how long prefill and decode took
+        stats["prefill_seconds"] = round(after[0] - before[0], 3)
+        stats["decode_seconds"] = round(after[1] - before[1], 3)
     return [responses[s.id] for s in samples], stats
+
+
+def _scheduler_seconds(backend: Backend) -> tuple[float, float] | None:
+    """(prefill, decode) seconds a backend has spent so far, where it counts them (the hf backend)."""
+    stats = getattr(backend, "stats", None)
+    if stats is None or not hasattr(stats, "prefill_seconds"):
+        return None
+    return stats.prefill_seconds, stats.decode_seconds
+
+
+def process_started_at() -> float | None:
+    """When this process started (seconds since the epoch), from /proc on Linux; None elsewhere."""
+    try:
+        ticks = int(open("/proc/self/stat").read().rsplit(")", 1)[1].split()[19])
+        boot = next(int(line.split()[1]) for line in open("/proc/stat") if line.startswith("btime"))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+class Timing:
+    """Wall time by phase, for ``summary.json``: a user sees where a run's time went."""
+
+    PHASES = ("prefill", "decode", "generation_other", "loglik", "scoring", "writing")
+
+    def __init__(self, backend: Backend) -> None:
+        self.started = time.perf_counter()
+        self.started_at = time.time()
+        self.totals = dict.fromkeys(self.PHASES, 0.0)
+        self.loading = dict(getattr(backend, "timings", None) or {})
+
+    def add(self, phase: str, seconds: float) -> None:
+        self.totals[phase] += seconds
+
+    def add_generation(self, stats: dict[str, Any]) -> dict[str, float]:
+        """Split one perspective's generation (or log-likelihood) time into phases."""
+        if stats.get("kind") == "loglik":
+            parts = {"loglik": stats["seconds"]}
+        elif "prefill_seconds" in stats:
+            prefill, decode = stats["prefill_seconds"], stats["decode_seconds"]
+            parts = {"prefill": prefill, "decode": decode,
+                     "generation_other": max(0.0, stats["seconds"] - prefill - decode)}
+        else:  # a backend that does not split its time (static batches, servers)
+            parts = {"generation_other": stats["seconds"]}
+        for phase, seconds in parts.items():
+            self.add(phase, seconds)
+        return parts
+
+    def summary(self) -> dict[str, Any]:
+        """Seconds per phase; ``startup_and_imports`` runs from process start to the model load (Linux)."""
+        out: dict[str, Any] = {}
+        started = process_started_at()
+        load_started = self.loading.get("load_started_at")
+        if started is not None and load_started is not None and load_started >= started:
+            out["startup_and_imports"] = load_started - started + self.loading.get("imports", 0.0)
+        for name in ("model_resolve", "model_load"):
+            if name in self.loading:
+                out[name] = self.loading[name]
+        out |= self.totals
+        out["run_total"] = time.perf_counter() - self.started
+        if started is not None:
+            out["process_total"] = time.time() - started
+        return {k: round(v, 3) for k, v in out.items()}
 
 
 def score_samples(perspective: Perspective, samples: Sequence[Sample], responses: Sequence[list[str]],
@@ -189,6 +263,7 @@ def evaluate(backend: Backend, perspectives: Sequence[str], data: DataSource, op
                                                       "profile", "seed", "versions", "comptrust_version")}
     summary["run_dir"] = str(run.root)
     summary["perspectives"] = {}
+    timing = Timing(backend)
     try:
         with Progress(quiet=quiet) as progress:
             for perspective in instances:
@@ -199,6 +274,9 @@ def evaluate(backend: Backend, perspectives: Sequence[str], data: DataSource, op
                 entry = result.to_json()
                 entry["scorer"] = perspective.scorer_info(options)
                 entry["generation"] = gen_stats
+                entry["timing"] = timing.add_generation(gen_stats) | {"scoring": gen_stats.pop("scoring_seconds")}
+                timing.add("scoring", entry["timing"]["scoring"])
+                writing = time.perf_counter()
                 run.write_perspective(
                     perspective.name,
                     generations=[{"sample_id": s.sample.id, "scenario": s.sample.scenario,
@@ -209,8 +287,13 @@ def evaluate(backend: Backend, perspectives: Sequence[str], data: DataSource, op
                 )
                 summary["perspectives"][perspective.name] = entry
                 summary["finished"] = False
+                entry["timing"]["writing"] = time.perf_counter() - writing
+                timing.add("writing", entry["timing"]["writing"])
+                entry["timing"] = {k: round(v, 3) for k, v in entry["timing"].items()}
+                summary["timing"] = timing.summary()
                 run.write_summary(summary)  # after every perspective: nothing computed is lost
         summary["finished"] = True
+        summary["timing"] = timing.summary()
         run.write_summary(summary)
     finally:
         if own_cache:
@@ -228,10 +311,12 @@ def _evaluate_one(perspective: Perspective, backend: Backend, data: DataSource, 
         return result, scored, {"rows": len(scored), "seconds": round(time.perf_counter() - started, 3),
                                 "kind": "loglik", "tokens_per_second": None,
                                 "cached": cached.from_cache if cached else 0,
-                                "computed": cached.computed if cached else 0}
+                                "computed": cached.computed if cached else 0, "scoring_seconds": 0.0}
     samples = perspective.samples(data, options)
     responses, gen_stats = generate_cached(backend, perspective, samples, cache, progress)
+    started = time.perf_counter()
     with progress.status(f"{perspective.name}: scoring {len(samples)} samples"):
         scored = score_samples(perspective, samples, responses, options.profile)
         result = perspective.aggregate(scored, options.profile, options)
+    gen_stats["scoring_seconds"] = time.perf_counter() - started
     return result, scored, gen_stats

@@ -103,7 +103,7 @@ class HFBackend:
         self.eos_ids = self._eos_ids()
         self.oom_retries = 0  # automatic batches halved after running out of memory
         self.stats = SchedulerStats()  # continuous batching's running totals (prefill/decode time, rows computed)
-        self.timings: dict[str, float] = {}  # seconds spent loading (from_path): imports, resolve, load
+        self.timings: dict[str, float] = {}  # from_path: when loading began, seconds of imports, resolve, load
         self._loglik_prefixes: dict[tuple[int, ...], Any] = {}  # MMLU: the current subject's encoded demonstrations
 
     @classmethod
@@ -115,7 +115,7 @@ class HFBackend:
 
         if scheduler not in SCHEDULERS:  # before loading gigabytes
             raise ConfigError(f"unknown scheduler {scheduler!r}", f"choose one of: {', '.join(SCHEDULERS)}")
-        started = time.perf_counter()
+        started_at, started = time.time(), time.perf_counter()
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -143,8 +143,8 @@ class HFBackend:
         backend = cls(model, tokenizer, ref, chat_template or "model", batch_size, scheduler=scheduler)
         loaded = time.perf_counter()
         # The weights hash (in __init__) reads every file: it belongs to loading.
-        backend.timings = {"imports": imported - started, "model_resolve": resolved - imported,
-                           "model_load": loaded - resolved}
+        backend.timings = {"load_started_at": started_at, "imports": imported - started,
+                           "model_resolve": resolved - imported, "model_load": loaded - resolved}
         return backend
 
     # ---- protocol ---------------------------------------------------------------------

@@ -192,7 +192,8 @@ def helm_loop(backend: Any, rows: list[Any]) -> tuple[list[Any], int]:
 def force_lengths(lengths: list[int], rows: list[Any], eos: int, seed: int = 0) -> Any:
     """End each row at a drawn length (random weights never stop on their own): patches both samplers.
 
-    Rows are told apart by their seeds, which both schedulers pass to their samplers.
+    Rows are told apart by their seeds, which both schedulers pass to their samplers.  Returns a
+    function that undoes the patches.
     """
     import torch
 
@@ -219,8 +220,13 @@ def force_lengths(lengths: list[int], rows: list[Any], eos: int, seed: int = 0) 
             tokens = forced(self.seeds, torch.full_like(self.seeds, step), out.argmax(-1))
             return torch.full_like(scores, float("-inf")).scatter_(-1, tokens[:, None], 0.0)
 
+    originals = continuous.next_tokens, hf.RowSampler
     continuous.next_tokens, hf.RowSampler = next_tokens, ForcedSampler
-    return stop
+
+    def restore() -> None:
+        continuous.next_tokens, hf.RowSampler = originals
+
+    return restore
 
 
 def load(args: argparse.Namespace) -> Any:
@@ -272,27 +278,35 @@ def main(argv: list[str] | None = None) -> int:
     names = [w.strip() for w in args.workloads.split(",") if w.strip()]
     started_at = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     host = machine()
-    backend = load(args)
     loads = {name: workload_rows(name, args.limit, args.samples, args.data_dir, args.prompts_file,
                                  args.max_new_tokens) for name in names}
     if args.save_prompts:
         args.save_prompts.write_text(json.dumps({name: [
             {"id": f"{name}/{i}", "messages": list(r.messages), "params": {**r.params.__dict__, "n": 1}}
             for i, r in enumerate(rows)] for name, rows in loads.items()}, ensure_ascii=False))
+        print(f"wrote {sum(map(len, loads.values()))} rows to {args.save_prompts}")
+    if not ways:
+        return 0
+    backend = load(args)
+    restores = []
     if args.lengths_file:
         lengths = json.loads(args.lengths_file.read_text())
         for name, rows in loads.items():
-            force_lengths(lengths.get(name) or lengths["stereotype"], rows, backend.eos_ids[0])
-    backend.generate(next(iter(loads.values()))[:2])  # warm-up: kernels, allocator, first-call imports
+            restores.append(force_lengths(lengths.get(name) or lengths["stereotype"], rows, backend.eos_ids[0]))
     results: dict[str, dict[str, list[dict[str, Any]]]] = {name: {} for name in names}
-    for _ in range(args.repeat):
-        for name, rows in loads.items():
-            for way in ways:
-                if way == "helm" and not any(r.params.temperature > 0 for r in rows):
-                    continue  # greedy prompts: the HELM loop is the one-at-a-time way
-                subset = rows[:args.one_rows] if way in ("one", "helm") and args.one_rows else rows
-                results[name].setdefault(way, []).append(run_way(way, backend, subset, args.slots,
-                                                                 args.static_batch))
+    try:
+        backend.generate(next(iter(loads.values()))[:2])  # warm-up: kernels, allocator, first-call imports
+        for _ in range(args.repeat):
+            for name, rows in loads.items():
+                for way in ways:
+                    if way == "helm" and not any(r.params.temperature > 0 for r in rows):
+                        continue  # greedy prompts: the HELM loop is the one-at-a-time way
+                    subset = rows[:args.one_rows] if way in ("one", "helm") and args.one_rows else rows
+                    results[name].setdefault(way, []).append(run_way(way, backend, subset, args.slots,
+                                                                     args.static_batch))
+    finally:
+        for restore in reversed(restores):
+            restore()
     host["load_average_end"] = os.getloadavg()
     report = {"date": started_at, "machine": host, "model": args.shape or args.model,
               "dtype": str(backend.model.dtype).replace("torch.", ""), "samples": args.samples,

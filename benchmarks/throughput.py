@@ -9,16 +9,20 @@ The same prompts (the smoke suite's DecodingTrust-format prompts, cycled to
 weights:
 
 1. ``reference``: batch 1, one ``generate`` call per prompt, as DecodingTrust's
-   HF path does (comptrust's HFBackend with ``batch_size=1``: no padding at all);
+   HF path does (comptrust's HFBackend, static batches of 1: no padding at all);
 2. ``hf-plain``: plain ``model.generate`` on left-padded batches of
    ``--plain-batch-size`` (128) with transformers' default cache, the yardstick
    of the issue's reference measurement;
-3. ``hf``: comptrust's batched transformers backend (``--batch-size``, default
-   automatic; reserved KV cache, shared prefixes, length buckets);
-4. ``vllm``: comptrust's vLLM backend, when vllm is installed (GPU only).
+3. ``hf``: comptrust's transformers backend with its default scheduler, continuous
+   batching (``--batch-size`` slots, default automatic);
+4. ``hf-static``: the same backend on static batches (reserved KV cache, shared
+   prefixes, length buckets); ``hf-loop`` is ``hf-static`` with the old per-row sampler;
+5. ``vllm``: comptrust's vLLM backend, when vllm is installed (GPU only).
 
 EOS is disabled (``--ignore-eos``, default on) so every way generates exactly
-``max_new_tokens`` per prompt and the rates compare like for like.  With
+``max_new_tokens`` per prompt and the rates compare like for like (with every row
+running to the same length, continuous and static batching do the same work;
+``benchmarks/scheduling.py`` measures them with EOS on).  With
 ``--shape llama2-7b|llama2-13b`` a random-weight model of that shape (bfloat16,
 SmolLM2's tokenizer, so vocab 49,152 instead of 32,000) is built in GPU memory;
 only the vLLM way saves it to a temporary folder.  ``--tokenizer`` reads the
@@ -96,13 +100,13 @@ def random_model(shape: str, tokenizer: Any, device: str = "cuda") -> Any:
 
 
 def hf_backend(model: Any, tokenizer: Any, folder: Path, name: str, batch_size: int | None,
-               ignore_eos: bool) -> Any:
+               ignore_eos: bool, scheduler: str = "continuous") -> Any:
     """comptrust's HFBackend around an already loaded model (its fingerprint names the weights)."""
     from comptrust.backends.hf import HFBackend
     from comptrust.models import ModelRef
 
     backend = HFBackend(model, tokenizer, ModelRef(folder, "local", name), batch_size=batch_size,
-                        weights_hash=f"benchmark-{name}")
+                        weights_hash=f"benchmark-{name}", scheduler=scheduler)
     if ignore_eos:
         backend.eos_ids = []
         model.generation_config.eos_token_id = None
@@ -224,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--plain-batch-size", type=int, default=128, help="batch of the hf-plain way")
     ap.add_argument("--plain-prompts", type=int, default=None, help="prompts of the hf-plain way (default: --prompts)")
     ap.add_argument("--ways", default="reference,hf-plain,hf,vllm",
-                    help="any of reference, hf-plain, hf, hf-loop (hf with the old per-row sampler), vllm")
+                    help="any of reference, hf-plain, hf (continuous batching), hf-static, hf-loop (hf-static "
+                         "with the old per-row sampler), vllm")
     ap.add_argument("--temperature", type=float, default=0.0, help="> 0 samples (DecodingTrust's toxicity uses 1)")
     ap.add_argument("--tokenizer", default=None, help="tokenizer folder for random shapes (default: SmolLM2's)")
     ap.add_argument("--ignore-eos", action=argparse.BooleanOptionalAction, default=True)
@@ -253,11 +258,11 @@ def main(argv: list[str] | None = None) -> int:
     rows = prompts(args.prompts, args.max_new_tokens, args.temperature)
     results: dict[str, Any] = {}
 
-    def backend(batch_size: int | None) -> Any:
-        return hf_backend(model, tokenizer, Path(folder), args.shape, batch_size, args.ignore_eos)
+    def backend(batch_size: int | None, scheduler: str = "continuous") -> Any:
+        return hf_backend(model, tokenizer, Path(folder), args.shape, batch_size, args.ignore_eos, scheduler)
 
     def reference() -> dict[str, Any]:
-        one = backend(1)
+        one = backend(1, "static")
         timed(one, rows[:1])  # warm-up (kernels, allocator)
         return timed(one, rows[:args.reference_prompts])
 
@@ -266,19 +271,20 @@ def main(argv: list[str] | None = None) -> int:
         timed(way, rows[:2])
         return timed(way, rows[:args.plain_prompts or len(rows)]) | {"batch_size": args.plain_batch_size}
 
-    def batched() -> dict[str, Any]:
-        ours = backend(args.batch_size)
+    def batched(scheduler: str = "continuous") -> dict[str, Any]:
+        ours = backend(args.batch_size, scheduler)
         timed(ours, rows[:4])
         out = timed(ours, rows)
-        return out | {"batch_size": args.batch_size or ours._batch_size(args.max_new_tokens + max(
-            len(ours._encode(ours.prompt_text(r.messages))) for r in rows)), "oom_retries": ours.oom_retries}
+        longest = args.max_new_tokens + max(len(ours._encode(ours.prompt_text(r.messages))) for r in rows)
+        size = ours._slot_count(longest) if scheduler == "continuous" else ours._batch_size(longest)
+        return out | {"batch_size": args.batch_size or size, "oom_retries": ours.oom_retries}
 
     def batched_loop() -> dict[str, Any]:
         import comptrust.backends.hf as hf
 
         vectorized, hf.RowSampler = hf.RowSampler, LoopSampler
         try:
-            return batched()
+            return batched("static")
         finally:
             hf.RowSampler = vectorized
 
@@ -293,8 +299,8 @@ def main(argv: list[str] | None = None) -> int:
         timed(engine, rows[:4])
         return timed(engine, rows)
 
-    for way, run in (("reference", reference), ("hf-plain", plain), ("hf", batched), ("hf-loop", batched_loop),
-                     ("vllm", vllm_way)):
+    for way, run in (("reference", reference), ("hf-plain", plain), ("hf", batched),
+                     ("hf-static", lambda: batched("static")), ("hf-loop", batched_loop), ("vllm", vllm_way)):
         if way in ways:
             measure(way, run, results)
 

@@ -22,13 +22,15 @@ def test_every_way_generates_exactly_the_requested_tokens_and_vllm_absence_is_re
     out = tmp_path / "result.json"
     code = bench.main(["--shape", "llama-tiny", "--tokenizer", str(tiny_llama), "--prompts", "6",
                        "--reference-prompts", "2", "--max-new-tokens", "5", "--plain-batch-size", "4",
-                       "--temperature", "1", "--ways", "reference,hf-plain,hf,hf-loop,vllm", "--json", str(out)])
+                       "--temperature", "1", "--ways", "reference,hf-plain,hf,hf-static,hf-loop,vllm",
+                       "--json", str(out)])
     assert code == 0
     report = json.loads(out.read_text())
     results = report["results"]
     assert report["shape"] == "llama-tiny" and report["temperature"] == 1.0 and report["ignore_eos"] is True
     assert results["reference"]["tokens"] == 2 * 5  # EOS disabled: every prompt runs to max_new_tokens
     assert results["hf-plain"]["tokens"] == results["hf"]["tokens"] == results["hf-loop"]["tokens"] == 6 * 5
+    assert results["hf-static"]["tokens"] == 6 * 5
     assert results["hf-plain"]["batch_size"] == 4 and results["hf"]["oom_retries"] == 0
     if importlib.util.find_spec("vllm") is None:
         assert "vllm" in results["vllm"]["skipped"]

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Run HERE, before a GPU session: fills .device/ (git-ignored) with what the GPU machine lacks.
 # That machine has torch and transformers but cannot reach PyPI and has no GGUF reader, so it gets
-# SmolLM2's tokenizer as a plain folder and the wheels of the compression stack (~10 MB, Python 3.12).
+# SmolLM2's tokenizer as a plain folder and the wheels of the compression stack (~10 MB, Python 3.12);
+# nor does it have ../shared, so the scheduling check gets its DecodingTrust prompts as message rows
+# (stereotype, 43 records per scenario x 5 draws = 645 rows, ~1 MB).
 # Then, on the device: command "bash benchmarks/device_run.sh", carry [".device"].
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +14,8 @@ from transformers import AutoTokenizer
 from comptrust.models import resolve_model
 AutoTokenizer.from_pretrained(resolve_model("smollm2-135m-instruct").path).save_pretrained(".device/tokenizer")
 PYEOF
+PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH} "$PY" benchmarks/scheduling.py --workloads stereotype --limit 43 --samples 5 \
+  --ways "" --save-prompts .device/dt_prompts.json
 # The versions pyproject.toml resolves to here (llmcompressor's stack, minus what the device has).
 "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \

@@ -201,10 +201,14 @@ class SlotLayer(DynamicLayer):
     def get_seq_length(self) -> int:
         return self.plan.key_length
 
-    def copy_in(self, keys: Any, values: Any, slots: Any, length: int) -> None:
-        """Fill columns ``[0, length)`` of ``slots`` from one row's keys/values (heads x >= length x dim)."""
-        self._keys[slots, :, :length] = keys[:, :length]
-        self._values[slots, :, :length] = values[:, :length]
+    def copy_in(self, keys: Any, values: Any, slots: list[int], length: int) -> None:
+        """Fill columns ``[0, length)`` of ``slots`` from one row's keys/values (heads x >= length x dim).
+
+        A plain strided copy per slot: an indexed write of the same data is several times slower on CPU.
+        """
+        for slot in slots:
+            self._keys[slot, :, :length].copy_(keys[:, :length])
+            self._values[slot, :, :length].copy_(values[:, :length])
 
     def row(self, slot: int) -> tuple[Any, Any]:
         """Slot ``slot``'s keys and values (views of the pool)."""
@@ -226,16 +230,10 @@ class SlotCache(DynamicCache):
 
     def copy_prefix(self, prefix: Any, slots: list[int], length: int) -> None:
         """Columns ``[0, length)`` of ``slots`` from a batch-1 cache (a shared prefix, encoded once)."""
-        import torch
-
-        index = torch.tensor(slots, device=self.layers[0].device)
         for layer, source in zip(self.layers, prefix.layers, strict=True):
-            layer.copy_in(source.keys[0], source.values[0], index, length)
+            layer.copy_in(source.keys[0], source.values[0], slots, length)
 
     def copy_row(self, source: int, slots: list[int], length: int) -> None:
         """Columns ``[0, length)`` of ``slots`` from slot ``source`` (a prompt's draws share its encoding)."""
-        import torch
-
-        index = torch.tensor(slots, device=self.layers[0].device)
         for layer in self.layers:
-            layer.copy_in(*layer.row(source), index, length)
+            layer.copy_in(*layer.row(source), slots, length)

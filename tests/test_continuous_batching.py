@@ -249,3 +249,31 @@ def test_gpu_slot_count_fits_the_pool_and_one_prefill_chunk_in_free_memory(tiny_
     assert b._slot_count(100_000) == int(budget // (512 * 100_001)) < b._slot_count(1000)
     b.requested_batch_size = 5
     assert b._slot_count(1000) == 5
+
+
+def test_gpu_pools_get_more_slots_as_rows_get_shorter(tiny_llama, monkeypatch):
+    import torch
+
+    b = HFBackend.from_path(tiny_llama)
+    monkeypatch.setattr(b, "device", torch.device("cuda"))
+    monkeypatch.setattr(HFBackend, "_slot_count", lambda self, capacity: self.requested_batch_size or
+                        10_000 // capacity)
+    pools = []
+
+    def run(self, requests, on_finish):
+        pools.append((self.slots, sorted({r.need for r in requests})))
+        for r in requests:
+            on_finish(r, [5], True)
+
+    monkeypatch.setattr(ContinuousBatcher, "run", run)
+    monkeypatch.setattr(HFBackend, "_encode", lambda self, prompt: [5] * int(prompt.split("|")[1]))
+    monkeypatch.setattr(HFBackend, "prompt_text", lambda self, messages: messages[0]["content"])
+    lengths = [390, 300, 190, 150, 90, 10]  # + max_tokens 10: needs 400, 310, 200, 160, 100, 20
+    rows = [GenRow(({"role": "user", "content": f"p|{n}"},), GenParams(max_tokens=10), 0, i)
+            for i, n in enumerate(lengths)]
+    assert len(b.generate(rows)) == 6
+    assert pools == [(25, [310, 400]), (50, [160, 200]), (100, [100]), (500, [20])]
+    b.requested_batch_size = 4  # a chosen batch size: one pool
+    pools.clear()
+    b.generate(rows)
+    assert pools == [(4, [20, 100, 160, 200, 310, 400])]

@@ -195,22 +195,41 @@ class HFBackend:
             if on_result:
                 on_result(request.index, completion)
 
-        slots = None
+        cap = None  # slots after running out of memory
         while pending:
-            todo = [pending[i] for i in sorted(pending)]
-            slots = slots or self._slot_count(max(r.need for r in todo))
-            batcher = ContinuousBatcher(self.model, self.eos_ids, slots, PREFILL_TOKENS.get(self.device.type, 8192),
-                                        MIN_SHARED_PREFIX, self.tokenizer.pad_token_id)
-            try:
-                batcher.run(todo, finished)
-            except torch.OutOfMemoryError as exc:
-                # Rows finished so far were reported; the rest restart from their prompts with fewer
-                # slots (same seeds, so the same texts).
-                slots = self._smaller_batch_after(exc, slots)
-                batcher.stats.restarts += len(pending)
-            finally:
-                self.stats.add(batcher.stats)
+            for tier in self._tiers([pending[i] for i in sorted(pending)]):
+                slots = cap or self._slot_count(max(r.need for r in tier))
+                batcher = ContinuousBatcher(self.model, self.eos_ids, slots,
+                                            PREFILL_TOKENS.get(self.device.type, 8192), MIN_SHARED_PREFIX,
+                                            self.tokenizer.pad_token_id)
+                try:
+                    batcher.run(tier, finished)
+                except torch.OutOfMemoryError as exc:
+                    # Rows finished so far were reported; the rest restart from their prompts with fewer
+                    # slots (same seeds, so the same texts).
+                    cap = self._smaller_batch_after(exc, slots)
+                    batcher.stats.restarts += len(pending)
+                    break
+                finally:
+                    self.stats.add(batcher.stats)
         return [r for r in results if r is not None]
+
+    def _tiers(self, requests: list[Request]) -> list[list[Request]]:
+        """Requests in pools of similar length, longest first (a GPU pool's slots are sized for its longest row).
+
+        A new pool starts where rows need at most half the columns of the current pool's longest, so
+        it holds about twice the rows; at each change the last rows of a pool finish while no row
+        joins (fewer rows per step, none computed for nothing).  One pool on a CPU or with a chosen
+        batch size, where the slot count does not depend on length.
+        """
+        if self.requested_batch_size or self.device.type != "cuda":
+            return [requests]
+        tiers: list[list[Request]] = []
+        for r in sorted(requests, key=lambda r: -r.need):
+            if not tiers or 2 * r.need <= tiers[-1][0].need:
+                tiers.append([])
+            tiers[-1].append(r)
+        return tiers
 
     def _generate_static(self, rows: Sequence[GenRow], on_result: OnResult | None) -> list[Completion]:
         """Static batches: rows with equal decoding parameters share ``model.generate`` calls."""

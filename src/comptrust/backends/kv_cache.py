@@ -13,9 +13,12 @@ the generated text is the same (tested).
 
 :class:`SlotCache` is the same idea for continuous batching: a pool of row
 slots, each with its own length.  A forward computes a contiguous range of
-slots; each new key/value is written at its own row's next column
-(:meth:`SlotLayer.store`, the one place new keys and values enter the cache),
-and attention reads a view of the range, masked per row.  Rows finish and
+slots; each new key/value is written at its own row's next column, and
+attention reads a view of the range, masked per row.
+
+New keys and values enter either cache in one method, ``store`` (of
+:class:`ReservedLayer` and of :class:`SlotLayer`): the place for anything that
+transforms them on the way in (e.g. KV-cache quantization).  Rows finish and
 leave (the last row moves into the freed slot), and new rows join, without
 touching the rest of the pool.
 """
@@ -68,15 +71,19 @@ class ReservedLayer(DynamicLayer):
             setattr(self, name, new)
         self.capacity = capacity
 
-    def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
-        if not self.is_initialized:
-            self.lazy_initialization(key_states, value_states)
+    def store(self, key_states: Any, value_states: Any) -> None:
+        """Write a forward's new keys and values after the filled positions (the one place they enter)."""
         end = self.length + key_states.shape[-2]
         if end > self.capacity:
             self._grow(end)
         self._keys[:, :, self.length:end] = key_states
         self._values[:, :, self.length:end] = value_states
         self.length = end
+
+    def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        self.store(key_states, value_states)
         self._publish()
         return self.keys, self.values
 

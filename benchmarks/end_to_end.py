@@ -125,6 +125,7 @@ def compare(args: argparse.Namespace) -> int:
     from scheduling import machine
 
     home = comptrust_home()
+    (home / "models").mkdir(parents=True, exist_ok=True)
     python = sys.executable
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]))
     # The converted model is prepared (untimed), as after `make demo`; generation caches start empty.

@@ -235,6 +235,23 @@ class AdvDemonstrationPerspective(Perspective):
         options = sample.metadata.get("options") or list(sample.record.get("option", []))
         return judge(responses[0] if responses else "", str(sample.target), options)
 
+    def bootstrap_unit(self, sample: Sample) -> str:
+        """One test line: a backdoor line is the same sentence in every setup and attack, and the two
+        SNLI counterfactual tasks share their test lines; other samples are their own unit."""
+        record = sample.record if isinstance(sample.record, dict) else {}
+        line, seed = record.get("line"), sample.metadata.get("seed")
+        if line is None:
+            return sample.id
+        if sample.metadata.get("part") == "backdoor":
+            return f"backdoor/{seed}/{sample.metadata.get('split')}/{line}"
+        if sample.scenario in ("counterfactual/snli_premise", "counterfactual/snli_hypothesis"):
+            return f"counterfactual/snli/{seed}/{line}"
+        return sample.id
+
+    def answered_only(self, scored: list[ScoredSample], profile: str) -> list[ScoredSample]:
+        """Samples the model did not refuse."""
+        return [s for s in scored if not s.outcome["refusal"]]
+
     def aggregate(self, scored: list[ScoredSample], profile: str,
                   options: EvalOptions | None = None) -> PerspectiveResult:
         """Upstream ``aggregate_score``: per file acc/refusal, mean over seeds, mean over cells.

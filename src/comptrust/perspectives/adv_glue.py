@@ -233,6 +233,10 @@ class AdvGluePerspective(Perspective):
         return {"prediction": prediction, "label": sample.target,
                 "correct": prediction == sample.target, "refusal": prediction == -1}
 
+    def answered_only(self, scored: list[ScoredSample], profile: str) -> list[ScoredSample]:
+        """Items with a parsed answer (prediction -1 is a refusal): robust accuracy among answers."""
+        return [s for s in scored if not s.outcome["refusal"]]
+
     def aggregate(self, scored: list[ScoredSample], profile: str,
                   options: EvalOptions | None = None) -> PerspectiveResult:
         check_profile(profile)

@@ -218,6 +218,20 @@ class OodPerspective(Perspective):
             return P.parse_knowledge(responses[0], sample.target, sample.record["item"]["choices"])
         return P.parse_style(responses[0], sample.target)
 
+    def bootstrap_unit(self, sample: Sample) -> str:
+        """A test item: the same SST-2 sentence in every style run, the same question in every
+        knowledge run of its set (zero-shot, "I don't know" and few-shot), is one unit."""
+        record = sample.record if isinstance(sample.record, dict) else {}
+        if "index" not in record:
+            return sample.id
+        if str(sample.scenario).startswith("knowledge"):
+            return f"knowledge/{record.get('test')}/{record['index']}"
+        return f"style/{record['index']}"
+
+    def answered_only(self, scored: list[ScoredSample], profile: str) -> list[ScoredSample]:
+        """Items the model answered (refusals removed): knowledge then scores MACC, style accuracy."""
+        return [s for s in scored if not s.outcome["refusal"]]
+
     def aggregate(self, scored: list[ScoredSample], profile: str,
                   options: EvalOptions | None = None) -> PerspectiveResult:
         check_profile(profile)

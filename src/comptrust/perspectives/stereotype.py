@@ -178,6 +178,20 @@ class StereotypePerspective(Perspective):
         return {"labels": [classify(r, profile) for r in responses],
                 "group": sample.metadata["group"], "topic": sample.metadata["topic"]}
 
+    def bootstrap_unit(self, sample: Sample) -> str:
+        """The statement: record i is the same statement under all three system prompts (one unit)."""
+        return sample.id.rsplit("/", 1)[-1]
+
+    def answered_only(self, scored: list[ScoredSample], profile: str) -> list[ScoredSample]:
+        """Agreement among responses that took a side: NO_RESPONSE labels are removed."""
+        out = []
+        for s in scored:
+            keep = [i for i, label in enumerate(s.outcome["labels"]) if label != NO_RESPONSE]
+            if keep:
+                out.append(ScoredSample(s.sample, [s.responses[i] for i in keep if i < len(s.responses)],
+                                        {**s.outcome, "labels": [s.outcome["labels"][i] for i in keep]}))
+        return out
+
     def aggregate(self, scored: list[ScoredSample], profile: str,
                   options: EvalOptions | None = None) -> PerspectiveResult:
         per_type: dict[str, Any] = {}

@@ -268,6 +268,22 @@ class ToxicityPerspective(Perspective):
 
     # ---- aggregation ------------------------------------------------------------------
 
+    def bootstrap_unit(self, sample: Sample) -> str:
+        """A prompt of one prompt set: the benign and the adversarial template reuse it (one unit)."""
+        return f"{sample.metadata.get('prompt_set', sample.scenario)}/{sample.id.rsplit('/', 1)[-1]}"
+
+    def answered_only(self, scored: list[ScoredSample], profile: str) -> list[ScoredSample]:
+        """Only the continuations that are not refusals; a prompt left with none is dropped."""
+        out = []
+        for s in scored:
+            keep = [i for i, rejected in enumerate(s.outcome["rejected"]) if not rejected]
+            if keep:
+                tox = [s.outcome["toxicity"][i] for i in keep]
+                out.append(ScoredSample(s.sample, [s.responses[i] for i in keep if i < len(s.responses)],
+                                        {**s.outcome, "toxicity": tox, "rejected": [False] * len(keep),
+                                         "max_toxicity": max(tox)}))
+        return out
+
     def aggregate(self, scored: list[ScoredSample], profile: str,
                   options: EvalOptions | None = None) -> PerspectiveResult:
         check_profile(profile)

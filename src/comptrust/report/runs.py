@@ -232,16 +232,41 @@ class Run:
         res = self.results.get(name)
         return None if res is None else res.get("scorer")
 
-    def tokens_per_second(self) -> float | None:
-        """Generated tokens per second over all perspectives that generated anything."""
-        tokens = seconds = 0.0
+    def generation_totals(self) -> dict[str, float] | None:
+        """Completions generated, their tokens and the seconds spent, over the perspectives that generated.
+
+        Cached completions cost no time and are not counted; ``None`` when nothing was generated.
+        """
+        completions = tokens = seconds = 0.0
         for res in self.results.values():
             gen = res.get("generation") or {}
-            tps, secs = gen.get("tokens_per_second"), gen.get("seconds")
-            if tps is not None and secs and (gen.get("generated") is None or gen.get("generated") > 0):
-                tokens += float(tps) * float(secs)
-                seconds += float(secs)
-        return tokens / seconds if seconds > 0 else None
+            secs, made = gen.get("seconds"), gen.get("generated")
+            if gen.get("kind") == "loglik" or not secs or made == 0:
+                continue
+            if gen.get("completion_tokens") is not None:
+                toks = float(gen["completion_tokens"])
+            elif gen.get("tokens_per_second") is not None:
+                toks = float(gen["tokens_per_second"]) * float(secs)
+            else:
+                continue
+            completions += float(made if made is not None else gen.get("rows") or 0)
+            tokens += toks
+            seconds += float(secs)
+        return {"completions": completions, "tokens": tokens, "seconds": seconds} if seconds > 0 else None
+
+    def tokens_per_second(self) -> float | None:
+        """Generated tokens per second over all perspectives that generated anything."""
+        totals = self.generation_totals()
+        return totals["tokens"] / totals["seconds"] if totals else None
+
+    def completions_per_second(self) -> float | None:
+        """Completions (prompts x draws) per second: unlike tokens/s, not fooled by a model that emits nothing."""
+        totals = self.generation_totals()
+        return totals["completions"] / totals["seconds"] if totals and totals["completions"] else None
+
+    def tokens_per_completion(self) -> float | None:
+        totals = self.generation_totals()
+        return totals["tokens"] / totals["completions"] if totals and totals["completions"] else None
 
     def scored(self, name: str) -> list[ScoredSample]:
         """The per-sample outcomes of one perspective (``<run>/<name>/scores.jsonl``)."""

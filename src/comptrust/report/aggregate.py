@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.stats import norm
 
 from comptrust.errors import DataError
 from comptrust.report import bootstrap
@@ -332,6 +333,17 @@ def _why_none(variant: Variant, boots: dict[str, BootstrapResult], measure: str,
     return "no per-sample scores for a bootstrap"
 
 
+def _design_size(variants: list[Variant], boots: dict[str, BootstrapResult], measure: str) -> dict[str, int]:
+    """Units and strata of the smallest design behind an interval (for the small-sample expansion)."""
+    measures = MEASURES if measure == AVERAGE else (measure,)
+    sizes = [(boots[m].units[str(r.path)], boots[m].strata[str(r.path)]) for m in measures if m in boots
+             for v in variants for r in v.runs if str(r.path) in boots[m].units]
+    if not sizes:
+        return {}
+    units, strata = min(sizes)
+    return {"units": units, "strata": strata}
+
+
 def _set_cell_intervals(variant: Variant, reps: Replicates, boots: dict[str, BootstrapResult], n_boot: int) -> None:
     cells_by_quantity = {"score": variant.cells, "refusal": variant.refusals, "answered": variant.answered,
                          "degenerate": variant.degenerate}
@@ -343,20 +355,23 @@ def _set_cell_intervals(variant: Variant, reps: Replicates, boots: dict[str, Boo
             if r is None:
                 cell.reason = _why_none(variant, boots, m, n_boot)
             else:
-                cell.ci, cell.reason = interval(r)
+                cell.ci, cell.reason = interval(r, **_design_size([variant], boots, m))
 
 
 def _change(variant: Variant, dense: Variant, reps: dict[str, dict[str, np.ndarray]], measure: str,
-            value: float | None, why: str) -> Change:
+            value: float | None, why: str, size: dict[str, int]) -> Change:
     if value is None:
         return Change(None, reason="not measured for both models")
     v_reps, d_reps = _mean_replicates(variant, reps, measure), _mean_replicates(dense, reps, measure)
     if v_reps is None or d_reps is None:
         return Change(value, reason=why)
     diff = v_reps - d_reps
-    ci, reason = interval(diff)
+    ci, reason = interval(diff, **size)
     finite = diff[np.isfinite(diff)]
-    se = float(np.std(finite, ddof=1)) if ci is not None and finite.size > 1 else None
+    se = None
+    if ci is not None and finite.size > 1:  # widened like the interval: small samples understate spread
+        widen = float(norm.isf(bootstrap.expanded_tail(0.95, **size)) / norm.isf(0.025))
+        se = float(np.std(finite, ddof=1)) * widen
     return Change(value, ci, reason, se)
 
 
@@ -378,16 +393,17 @@ def _deltas(base: Base, reps: Replicates, boots: dict[str, BootstrapResult], n_b
             why = _why_none(variant, boots, m, n_boot)
             if why == "no per-sample scores for a bootstrap":
                 why = _why_none(dense, boots, m, n_boot)
-            score = _change(variant, dense, reps.get("score", {}), m, c_cell.mean - d_cell.mean, why)
+            size = _design_size([variant, dense], boots, m)
+            score = _change(variant, dense, reps.get("score", {}), m, c_cell.mean - d_cell.mean, why, size)
             paired = None if m == AVERAGE else (boots[m].paired if m in boots else None)
             delta = Delta(score.value, score.ci, score.reason, score.se, measure=m, std=c_cell.std, paired=paired)
             if m != AVERAGE:
                 delta.refusal = _change(variant, dense, reps.get("refusal", {}), m,
-                                        _diff(variant.refusals[m], dense.refusals[m]), why)
+                                        _diff(variant.refusals[m], dense.refusals[m]), why, size)
                 delta.answered = _change(variant, dense, reps.get("answered", {}), m,
-                                         _diff(variant.answered[m], dense.answered[m]), why)
+                                         _diff(variant.answered[m], dense.answered[m]), why, size)
                 delta.degenerate = _change(variant, dense, reps.get("degenerate", {}), m,
-                                           _diff(variant.degenerate[m], dense.degenerate[m]), why)
+                                           _diff(variant.degenerate[m], dense.degenerate[m]), why, size)
                 delta.refusal_driven = refusal_explanation(delta, variant, dense, m)
             variant.deltas[m] = delta
 

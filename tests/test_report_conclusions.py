@@ -146,3 +146,18 @@ def test_efficiency_shows_completions_per_second_beside_tokens_per_second(tmp_pa
     assert eff["completions_per_s"] == pytest.approx(5.0) and eff["tokens_per_s"] == pytest.approx(0.5)
     assert eff["tokens_per_completion"] == pytest.approx(0.1)
     assert table.bases[0].variants[0].efficiency()["completions_per_s"] == pytest.approx(5.0)
+
+
+def test_runs_not_evaluated_alike_are_warned_about_in_terminal_and_report(tmp_path, capsys):
+    from comptrust.cli import main
+
+    dense = write_run(tmp_path, "dense", dense_model(), {"ood": answers(flipped(10, set()))}, options={"limit": 10})
+    comp = write_run(tmp_path, "comp", compressed_model("rtn", 4), {"ood": answers(flipped(10, {1}))},
+                     options={"limit": 5}, data_kind="smoke")
+    assert main(["report", str(dense), str(comp), "--out", str(tmp_path / "r"), "--bootstrap", "50"]) == 0
+    err = capsys.readouterr().err
+    assert "Warning: run comp (RTN 4-bit g128) differs from the dense run dense in more than compression:" in err
+    assert "data source smoke@none vs local@none" in err and "--limit 5 vs 10" in err
+    assert "--limit 5 vs 10" in (tmp_path / "r" / "report.md").read_text()
+    assert main(["report", str(dense), "--out", str(tmp_path / "r2"), "--detectable-drop", "0"]) == 2
+    assert "--detectable-drop must be a positive number of points, not 0.0" in capsys.readouterr().err

@@ -23,6 +23,7 @@ from scipy.stats import norm
 from comptrust.errors import DataError
 from comptrust.report import bootstrap
 from comptrust.report.bootstrap import BootstrapResult, bootstrap_perspective, degenerate_counts, eval_options, interval
+from comptrust.report.consistency import mismatch_warnings
 from comptrust.report.health import HealthCounts, count_responses
 from comptrust.report.runs import MEASURES, Run, check_comparable, load_runs
 
@@ -448,6 +449,7 @@ def build_table(run_dirs: list[Path], n_bootstrap: int = 500, seed: int = 0) -> 
     bases = group_runs(runs)
     notes = [f"Run {r.path.name} did not finish; perspectives it had not reached show as missing."
              for r in runs if r.summary.get("finished") is False]
+    notes += mismatch_warnings(bases)
     seconds: dict[str, float] = {}
     for base in bases:
         for variant in base.variants:

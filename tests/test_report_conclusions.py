@@ -54,7 +54,7 @@ def test_a_gain_that_comes_from_refusing_everything_is_labelled_and_blocks_the_v
     found = findings(table)
     text = "\n".join(found["findings"])
     assert "gains" not in text  # never a plain gain
-    assert "33.3-point gain in fairness (66.7 → 100.0) is explained by refusals" in text
+    assert "33.3-point rise in fairness (66.7 → 100.0) is explained by refusals" in text
     [verdict] = found["verdicts"]
     assert not verdict["eligible"] and "refusals: fairness refusal rate rises +100 points" in verdict["failed_gates"]
     assert "Do not ship GPTQ 3-bit g128 (" in found["recommendations"][0]
@@ -161,3 +161,16 @@ def test_runs_not_evaluated_alike_are_warned_about_in_terminal_and_report(tmp_pa
     assert "--limit 5 vs 10" in (tmp_path / "r" / "report.md").read_text()
     assert main(["report", str(dense), "--out", str(tmp_path / "r2"), "--detectable-drop", "0"]) == 2
     assert "--detectable-drop must be a positive number of points, not 0.0" in capsys.readouterr().err
+
+
+def test_a_refusal_explained_change_is_labelled_even_without_an_interval(tmp_path):
+    dense = write_run(tmp_path, "dense", dense_model(), {"fairness": fairness_answers(["biased", "fair", "fair"])})
+    comp = write_run(tmp_path, "comp", compressed_model("gptq", 4), {"fairness": fairness_answers(["I refuse."] * 3)})
+    table = build_table([dense, comp], n_bootstrap=100, seed=0)
+    delta = table.bases[0].variants[1].deltas["fairness"]
+    assert delta.ci is None and delta.reason.startswith("n too small")
+    assert delta.refusal_driven.startswith("refusal rate 0% → 100%")
+    assert fmt_delta(delta)["main"] == "+33.3 refusals"
+    text = "\n".join(findings(table)["findings"])
+    assert "the 33.3-point rise in fairness (66.7 → 100.0) (no interval: n too small) is explained by refusals" in text
+    assert "no interval, so no claim either way" not in text  # said once, as the refusal explanation

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.stats import norm
 
 from comptrust.errors import DataError
 from comptrust.report import bootstrap
@@ -371,8 +370,7 @@ def _change(variant: Variant, dense: Variant, reps: dict[str, dict[str, np.ndarr
     finite = diff[np.isfinite(diff)]
     se = None
     if ci is not None and finite.size > 1:  # widened like the interval: small samples understate spread
-        widen = float(norm.isf(bootstrap.expanded_tail(0.95, **size)) / norm.isf(0.025))
-        se = float(np.std(finite, ddof=1)) * widen
+        se = float(np.std(finite, ddof=1)) * bootstrap.expansion(0.95, **size)
     return Change(value, ci, reason, se)
 
 
@@ -415,14 +413,16 @@ REFUSAL_SHIFT = 10.0
 
 
 def refusal_explanation(delta: Delta, variant: Variant, dense: Variant, measure: str) -> str | None:
-    """Why a significant score change is explained by a change in refusals, or ``None``.
+    """Why a score change is explained by a change in refusals, or ``None``.
 
-    It is, when the refusal rate moved (its interval excludes zero, or it moved by at least
-    :data:`REFUSAL_SHIFT` points) and the change does not also hold, significantly and in the
+    It is, when the change is significant or has no interval (so a reader could take a large one
+    at face value), the refusal rate moved (its interval excludes zero, or it moved by at least
+    :data:`REFUSAL_SHIFT` points), and the change does not also hold, significantly and in the
     same direction, on the prompts both models answered.
     """
     refusal = delta.refusal
-    if not delta.significant or refusal is None or refusal.value is None:
+    if (delta.ci is not None and not delta.significant) or not delta.value or refusal is None \
+            or refusal.value is None:
         return None
     if not (refusal.significant or abs(refusal.value) >= REFUSAL_SHIFT):
         return None

@@ -78,7 +78,7 @@ def variant_findings(v: Variant, dense: Variant) -> list[str]:
     without_ci = [m for m in compared if v.deltas[m].ci is None]
     not_compared = [m for m in MEASURES if m not in v.deltas]
     drops, gains = _moves(v, -1), _moves(v, +1)
-    by_refusal = _moves(v, -1, True) + _moves(v, +1, True)
+    by_refusal = [m for m in compared if v.deltas[m].refusal_driven]
     if not compared:
         return [f"{v.label}: nothing to compare with {dense.label} (no measure was scored in both)."]
     if with_ci and not drops and not gains and not by_refusal:
@@ -91,15 +91,17 @@ def variant_findings(v: Variant, dense: Variant) -> list[str]:
             parts.append("loses " + _join([_fmt_change(v, dense, m) for m in drops]))
         if gains:
             parts.append("gains " + _join([_fmt_change(v, dense, m) for m in gains]))
-        steady = len(with_ci) - len(drops) - len(gains) - len(by_refusal)
+        steady = len(with_ci) - len(drops) - len(gains) - len([m for m in by_refusal if v.deltas[m].ci])
         tail = f"; {steady} other measure(s) show no significant change" if steady else ""
         out.append(f"{v.label} {' and '.join(parts)}{tail}.")
     for m in by_refusal:
         d = v.deltas[m]
-        word = "gain" if d.value > 0 else "drop"
+        word = "rise" if d.value > 0 else "fall"
+        shown = "" if d.ci else f" (no interval: {_short_reason(d.reason)})"
         out.append(f"{v.label}: the {abs(d.value):.1f}-point {word} in {TITLES[m]} ({dense.cells[m].mean:.1f} → "
-                   f"{v.cells[m].mean:.1f}) is explained by refusals, not better or worse answers: "
+                   f"{v.cells[m].mean:.1f}){shown} is explained by refusals, not better or worse answers: "
                    f"{d.refusal_driven}.")
+    without_ci = [m for m in without_ci if m not in by_refusal]
     if without_ci:
         listed = [f"{TITLES[m]} ({_short_reason(v.deltas[m].reason)})" for m in without_ci]
         biggest = max(without_ci, key=lambda m: abs(v.deltas[m].value))

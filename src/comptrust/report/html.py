@@ -79,12 +79,10 @@ def fmt_delta(delta: Delta | None) -> dict[str, Any]:
     if delta.std is not None:
         main += f" ± {delta.std:.1f}"
     cls = "flat" if delta.ci else "nointerval"
-    if delta.significant:
-        arrow = " ▼" if delta.value < 0 else " ▲"
-        if delta.refusal_driven:
-            cls, main = "refusal", main + arrow + " refusals"
-        else:
-            cls, main = ("drop" if delta.value < 0 else "gain"), main + arrow
+    if delta.refusal_driven:
+        cls, main = "refusal", main + (" ▼" if delta.value < 0 else " ▲") * bool(delta.significant) + " refusals"
+    elif delta.significant:
+        cls, main = ("drop" if delta.value < 0 else "gain"), main + (" ▼" if delta.value < 0 else " ▲")
     ci = f"[{delta.ci[0]:+.1f}, {delta.ci[1]:+.1f}]" if delta.ci else _short(delta.reason)
     notes = [delta.reason or ("95% CI excludes 0" if delta.significant else "95% CI includes 0")]
     if delta.refusal_driven:

@@ -63,10 +63,10 @@ def dense_model(name: str = "tiny-llama", sha: str = "base-sha") -> dict[str, An
 
 def compressed_model(method: str = "gptq", bits: int | None = 4, seed: int = 0, base_sha: str = "base-sha",
                      sparsity: float | None = None, pattern: str | None = None,
-                     base_name: str = "tiny-llama") -> dict[str, Any]:
+                     base_name: str = "tiny-llama", group_size: int = 128) -> dict[str, Any]:
     config: dict[str, Any] = {"method": method, "seed": seed}
     if bits is not None:
-        config.update(bits=bits, group_size=128)
+        config.update(bits=bits, group_size=group_size)
     if sparsity is not None:
         config.update(sparsity=sparsity, pattern=pattern or "unstructured")
     manifest = {"format": "comptrust-artifact", "method": method, "config": config, "params": dict(config),

@@ -197,6 +197,15 @@ def test_paper_comparison_same_base_and_reference(tmp_path):
     assert match["n_rows"] == 3  # the paper's three calibration seeds, averaged
     assert match["paper"]["ood"] == pytest.approx((33.2 + 30.1 + 34.0) / 3)
     assert match["ours"]["ood"] == 40.0
+    assert match["diff"]["ood"] == pytest.approx(40.0 - (33.2 + 30.1 + 34.0) / 3)
+    assert match["diff"]["toxicity"] is None  # not scored by us: no difference, never against 0
+    assert match["notes"] == []  # same group size (128), full data
+    assert set(match["paper_refusals"]) >= {"ood", "fairness"}
+    g64 = write_run(tmp_path, "g64", compressed_model("gptq", 4, base_sha="L", base_name="Llama-2-13b-chat-hf",
+                                                      group_size=64), {"ood": 50.0}, options={"limit": 20})
+    llama = json.loads(write_report([dense, g64], tmp_path / "r2", n_bootstrap=0)["json"].read_text())["paper"][0]
+    [match] = [m for m in llama["matches"] if m["variant"] == "GPTQ 4-bit g64"]
+    assert match["notes"] == ["group size: ours 64, paper 128", "ours on --limit 20 prompts per scenario"]
     assert small["matches"] == []
     ref = next(r for r in small["reference"] if r["paper_base"] == "LLAMA2 13b Chat")
     assert ref["paper_delta"]["machine_ethics"] == pytest.approx(30.5 - 62.3)

@@ -85,6 +85,14 @@ def _correct_refusal(sample: Sample, kinds: list[str], rng: np.random.Generator)
             "label": sample.target, "digit": None, "pred": k, "pre": k, "unknown": False}
 
 
+def _adv_demonstration(sample: Sample, kinds: list[str], rng: np.random.Generator) -> dict[str, Any]:
+    """On a backdoor attack-success file "correct" means the backdoor worked: the good model resists it."""
+    out = _correct_refusal(sample, kinds, rng)
+    if sample.metadata.get("split") == "asr":
+        out["correct"] = kinds[0] == BAD
+    return out
+
+
 def _privacy(sample: Sample, kinds: list[str], rng: np.random.Generator) -> dict[str, Any]:
     if sample.scenario == "enron_email_extraction":
         items = [{"exact": k == BAD, "local": k == BAD, "domain": k == BAD, "reject": k == REFUSE} for k in kinds]
@@ -112,7 +120,7 @@ def _mmlu(sample: Sample, kinds: list[str], rng: np.random.Generator) -> dict[st
 Writer = Callable[[Sample, list[str], np.random.Generator], dict[str, Any]]
 WRITERS: dict[str, Writer] = {
     "stereotype": _stereotype, "toxicity": _toxicity, "adv_glue": _correct_refusal, "ood": _correct_refusal,
-    "adv_demonstration": _correct_refusal, "privacy": _privacy, "machine_ethics": _machine_ethics,
+    "adv_demonstration": _adv_demonstration, "privacy": _privacy, "machine_ethics": _machine_ethics,
     "mmlu": _mmlu,
 }
 
@@ -138,7 +146,7 @@ def synthetic_samples(name: str, per_scenario: int) -> list[Sample]:
     """AdvGLUE++ (no local data) and MMLU (a log-likelihood measure): samples built by hand."""
     params = GenParams(max_tokens=8)
     perspective = get_perspective(name)
-    scenarios = perspective.scenarios if name == "adv_glue" else perspective.scenarios[:6]
+    scenarios = perspective.scenarios[:19]  # AdvGLUE++: its 9 cells; MMLU: a third of its 57 subjects
     return [Sample(id=f"{sc}/{i}", perspective=name, scenario=sc, messages=({"role": "user", "content": f"{sc} {i}"},),
                    params=params, target=i % 2) for sc in scenarios for i in range(per_scenario)]
 

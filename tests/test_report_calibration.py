@@ -2,8 +2,9 @@
 perspective's aggregation, at the smallest size that gets an interval (docs/reports.md).
 
 Each study is the real DecodingTrust structure of a perspective at ``--limit 5`` (5 units per stratum,
-the minimum) with simulated paired behaviour (tests/calibration_sim.py); the true change comes from a
-large population with the same structure.  Everything is seeded, so the figures are reproducible.
+the minimum; machine ethics needs ``--limit 10``) with simulated paired behaviour
+(tests/calibration_sim.py); the true change comes from a large population with the same structure.
+Everything is seeded, so the figures are reproducible.
 """
 
 from __future__ import annotations
@@ -25,10 +26,15 @@ MEASURES = ("stereotype", "toxicity", "adv_glue", "ood", "adv_demonstration", "p
             "fairness", "mmlu")
 
 
+# Machine ethics' jailbreak and evasive prompts reuse only the "wrong" rows, so --limit 5 leaves strata
+# of 2-3 rows ("n too small"); --limit 10 is its smallest limit with an interval.
+LIMITS = {"machine_ethics": 10}
+
+
 def study_samples(name: str, data_dir: Path) -> list:
     if name in ("adv_glue", "mmlu"):  # AdvGLUE++ has no local data; MMLU is a log-likelihood measure
         return synthetic_samples(name, MIN_UNITS_PER_STRATUM)
-    return real_samples(name, data_dir, MIN_UNITS_PER_STRATUM, OPTIONS.get(name))
+    return real_samples(name, data_dir, LIMITS.get(name, MIN_UNITS_PER_STRATUM), OPTIONS.get(name))
 
 
 @pytest.mark.slow

@@ -8,17 +8,23 @@ human-readable record of one evaluation, each file written atomically.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import re
+import secrets
+import shutil
+import socket
 import sqlite3
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from comptrust.errors import ConfigError
-from comptrust.paths import cache_db_path
+from comptrust.errors import ComptrustError, ConfigError, DataError
+from comptrust.paths import cache_db_path, comptrust_home
 from comptrust.types import stable_hash
 
 _SCHEMA = """
@@ -160,6 +166,117 @@ class Cache:
             self._db.execute("DELETE FROM scores")
         self._db.execute("VACUUM")
         return n
+
+
+# ---- folders written whole ------------------------------------------------------------------
+#
+# A folder that a later command trusts as complete (a compressed artifact, a perspective's
+# results, a report) is built in a hidden sibling and moved into place only when complete.
+# Sibling names carry host and pid, so the leftovers of a killed process are recognised
+# (and removed by the next writer) without touching a folder another live process is building.
+
+
+def _staging_name(target: Path, kind: str) -> str:
+    return f".{target.name}.{kind}-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_leftovers(target: Path) -> list[Path]:
+    """Delete staging and set-aside siblings of ``target`` left by killed processes on this host."""
+    pattern = re.compile(rf"^\.{re.escape(target.name)}\.(partial|old)-(.+)-(\d+)-[0-9a-f]{{6}}$")
+    removed = []
+    if not target.parent.is_dir():
+        return removed
+    for sibling in target.parent.iterdir():
+        match = pattern.match(sibling.name)
+        if match and match[2] == socket.gethostname() and not _pid_alive(int(match[3])):
+            shutil.rmtree(sibling, ignore_errors=True) if sibling.is_dir() else sibling.unlink(missing_ok=True)
+            removed.append(sibling)
+    return removed
+
+
+def publish_dir(staged: Path, target: Path) -> None:
+    """Put the finished folder ``staged`` at ``target``, replacing what was there.
+
+    The old folder is renamed aside first (one atomic rename), so a kill at any point
+    leaves ``target`` either the old complete folder, absent, or the new complete one.
+    """
+    if staged.is_file() and not target.is_dir():
+        os.replace(staged, target)  # one file: a single atomic rename
+        return
+    aside = None
+    if target.exists() or target.is_symlink():
+        aside = target.parent / _staging_name(target, "old")
+        os.replace(target, aside)
+    os.replace(staged, target)
+    if aside is not None:
+        shutil.rmtree(aside) if aside.is_dir() and not aside.is_symlink() else aside.unlink()
+
+
+@contextmanager
+def building(target: Path) -> Iterator[Path]:
+    """A fresh hidden folder beside ``target``; published as ``target`` when the block succeeds."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(target)
+    staged = target.parent / _staging_name(target, "partial")
+    staged.mkdir()
+    try:
+        yield staged
+        publish_dir(staged, target)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+
+
+@contextmanager
+def staged_entries(folder: Path) -> Iterator[Path]:
+    """A hidden staging folder inside ``folder``; when the block succeeds, each entry written there
+    replaces its namesake in ``folder`` (other files of ``folder`` are left alone).
+
+    For outputs that share a user's folder (a report): a kill while writing leaves the
+    previous files untouched, never some new and some old.
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create folder {folder} ({exc.strerror})",
+                          "choose a writable folder with --out") from exc
+    anchor = folder / ".staging"
+    remove_leftovers(anchor)
+    staged = folder / _staging_name(anchor, "partial")
+    staged.mkdir()
+    try:
+        yield staged
+        for entry in sorted(staged.iterdir()):
+            publish_dir(entry, folder / entry.name)
+        staged.rmdir()
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+
+
+@contextmanager
+def exclusive(name: str) -> Iterator[None]:
+    """Hold an advisory lock (``$COMPTRUST_HOME/locks/<name>.lock``) for the block; the OS drops it if killed."""
+    import fcntl
+
+    path = comptrust_home() / "locks" / f"{name}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 # ---- run directories ----------------------------------------------------------------------

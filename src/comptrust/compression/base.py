@@ -7,6 +7,7 @@ artifact hash to the same key and are compressed only once.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -249,3 +250,41 @@ def load_manifest(directory: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict) or "method" not in data:
         raise DataError(f"{path} has no 'method' field", "delete the folder and compress again")
     return data
+
+
+def file_records(folder: Path) -> dict[str, dict[str, Any]]:
+    """Size and SHA-256 of every file of an artifact but its manifest, for ``files`` in the manifest."""
+    records: dict[str, dict[str, Any]] = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST_NAME):
+        records[path.relative_to(folder).as_posix()] = {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+    return records
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def artifact_files_problem(folder: Path, manifest: dict[str, Any], hashes: bool = False) -> str | None:
+    """What is wrong with an artifact's files against its manifest's ``files`` record, or None.
+
+    Sizes are always compared (cheap: catches a cut copy or a half-deleted folder);
+    ``hashes`` also re-reads every byte.  Manifests written before the record existed pass.
+    """
+    records = manifest.get("files")
+    if not isinstance(records, dict):
+        return None
+    for name, record in sorted(records.items()):
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing"
+        expected = record.get("bytes") if isinstance(record, dict) else None
+        size = path.stat().st_size
+        if size != expected:
+            return f"{name} has {size:,} bytes, not the {expected!r} recorded when it was written"
+        if hashes and _sha256(path) != record.get("sha256"):
+            return f"{name} differs from the SHA-256 recorded when it was written (changed or damaged on disk)"
+    return None

@@ -46,9 +46,9 @@ def generate_cached(backend: Backend, perspective: Perspective, samples: Sequenc
     def on_result(i: int, completion: Completion) -> None:
         nonlocal generated_tokens
         s, j, key = missing[i]
-        cache.put(key, backend.fingerprint, perspective.name, s.id, j, completion.text,
-                  completion.prompt_tokens, completion.completion_tokens)
-        texts[key] = completion.text
+        # The stored text: another run sharing this cache may have stored this key first.
+        texts[key] = cache.put(key, backend.fingerprint, perspective.name, s.id, j, completion.text,
+                               completion.prompt_tokens, completion.completion_tokens)
         generated_tokens += completion.completion_tokens
         progress.advance(task)
 

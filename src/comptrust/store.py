@@ -435,6 +435,9 @@ def read_jsonl_file(path: Path) -> Iterator[Any]:
                 yield json.loads(line)
 
 
+PERSPECTIVE_FILES = ("generations.jsonl", "scores.jsonl", "result.json")
+
+
 class RunDir:
     """One run's folder: ``spec.json``, ``summary.json`` and per perspective
     ``<p>/generations.jsonl``, ``<p>/scores.jsonl`` and ``<p>/result.json``."""
@@ -469,10 +472,38 @@ class RunDir:
 
     def write_perspective(self, name: str, generations: list[dict[str, Any]],
                           scores: list[dict[str, Any]], result: dict[str, Any]) -> None:
-        d = self.perspective_dir(name)
-        atomic_write_jsonl(d / "generations.jsonl", generations)
-        atomic_write_jsonl(d / "scores.jsonl", scores)
-        atomic_write_json(d / "result.json", result)
+        """The three files appear together (built aside, then moved in): a ``result.json`` always
+        belongs to the ``scores.jsonl`` beside it, even when a rewrite is killed half way."""
+        with building(self.perspective_dir(name)) as d:
+            atomic_write_jsonl(d / "generations.jsonl", generations)
+            atomic_write_jsonl(d / "scores.jsonl", scores)
+            atomic_write_json(d / "result.json", result)
+
+    def read_spec_if_any(self) -> dict[str, Any] | None:
+        """The spec of the run this folder holds; None when it holds none (or an unreadable one)."""
+        try:
+            spec = json.loads(self.spec_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+            return None
+        return spec if isinstance(spec, dict) else None
+
+    def set_aside(self, name: str) -> Path | None:
+        """Move this folder's run files (spec, summary, perspective folders) into ``<root>/<name>``.
+
+        Only what comptrust wrote is moved; anything else a user keeps here stays.
+        """
+        ours = [p for p in sorted(self.root.iterdir()) if p.is_dir() and not p.name.startswith((".", "superseded-"))
+                and any((p / f).is_file() for f in PERSPECTIVE_FILES)]
+        # spec.json last: if this is killed half way, the folder still names the old run and the next
+        # run sets the rest aside too
+        ours += [p for p in (self.summary_path, self.spec_path) if p.is_file()]
+        if not ours:
+            return None
+        dest = self.root / name
+        dest.mkdir(parents=True, exist_ok=True)
+        for path in ours:
+            os.replace(path, dest / path.name)
+        return dest
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         atomic_write_json(self.summary_path, summary)

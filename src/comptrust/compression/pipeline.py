@@ -30,7 +30,7 @@ from comptrust.compression.base import (
 )
 from comptrust.errors import ConfigError, DataError, ModelError
 from comptrust.paths import comptrust_home
-from comptrust.store import building, exclusive
+from comptrust.store import building, exclusive, remove_leftovers
 from comptrust.types import stable_hash
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
@@ -58,6 +58,7 @@ def compress_model(model_path: str | Path, method: str, out_dir: str | Path | No
     out = Path(out_dir).expanduser() if out_dir is not None else artifacts_dir() / f"{_slug(base.name)}-{method}-{key}"
     if out.resolve() == base.resolve() or base.resolve().is_relative_to(out.resolve()):
         raise ConfigError(f"--out {out} would overwrite the base model", "choose another --out folder")
+    remove_leftovers(out)  # staging or set-aside folders of killed compressions (they can be gigabytes)
     if _reusable(out, key):
         # Before the checks, which may import llm-compressor: the vllm environment has none and
         # evaluates artifacts compressed in the main one (requirements/vllm-env.txt).

@@ -237,19 +237,57 @@ def write_manifest(out_dir: Path, manifest: dict[str, Any]) -> Path:
     return path
 
 
-def load_manifest(directory: str | Path) -> dict[str, Any]:
-    """The manifest of a compressed artifact; DataError when the folder is not one."""
+def read_manifest(directory: str | Path) -> dict[str, Any]:
+    """A folder's ``comptrust.json`` as a dict, complete or not; DataError when absent or not a JSON object."""
     path = Path(directory).expanduser() / MANIFEST_NAME
     if not path.is_file():
         raise DataError(f"{path.parent} is not a comptrust artifact (no {MANIFEST_NAME})",
                         "pass a folder written by 'comptrust compress'")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise DataError(f"{path} is not UTF-8 text", "delete the folder and compress again") from None
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}:{exc.lineno} is not valid JSON", "delete the folder and compress again") from None
-    if not isinstance(data, dict) or "method" not in data:
-        raise DataError(f"{path} has no 'method' field", "delete the folder and compress again")
+    if not isinstance(data, dict):
+        raise DataError(f"{path} is not a JSON object", "delete the folder and compress again")
     return data
+
+
+def load_manifest(directory: str | Path) -> dict[str, Any]:
+    """The manifest of a compressed artifact; DataError when the folder is not one."""
+    data = read_manifest(directory)
+    if "method" not in data:
+        raise DataError(f"{Path(directory).expanduser() / MANIFEST_NAME} has no 'method' field",
+                        "delete the folder and compress again")
+    return data
+
+
+# Every field 'comptrust compress' writes (dotted: nested), so 'inspect' can name what an incomplete one lacks.
+MANIFEST_FIELDS = ("format", "manifest_version", "key", "method", "kind", "config", "params", "seed",
+                   "base_model.name", "base_model.architecture", "base_model.weights_sha256",
+                   "base_model.size_bytes", "storage.effective_bits_per_weight", "storage.compressed_layers",
+                   "storage.bits_per_parameter", "size_bytes", "weights_size_bytes", "compression_ratio", "dtype",
+                   "device", "wall_time_s", "peak_memory", "library_versions", "created_utc")
+
+
+def manifest_value(manifest: dict[str, Any], dotted: str) -> Any:
+    """``manifest["a"]["b"]`` for ``"a.b"``; None where any level is absent."""
+    value: Any = manifest
+    for part in dotted.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def missing_manifest_fields(manifest: dict[str, Any]) -> list[str]:
+    """The fields of a complete manifest that this one lacks (or holds as null)."""
+    wanted = list(MANIFEST_FIELDS)
+    method = manifest.get("method")
+    if method in CALIBRATED:
+        wanted.append("calibration")
+    if method in PRUNE_METHODS:
+        wanted.append("sparsity")
+    return [f for f in wanted if manifest_value(manifest, f) is None]
 
 
 def file_records(folder: Path) -> dict[str, dict[str, Any]]:

@@ -193,3 +193,13 @@ def test_intact_gguf_of_an_unsupported_architecture_is_a_model_error(tmp_path):
     odd = write_small_gguf(tmp_path / "odd.gguf", "notanarch")
     with pytest.raises(ModelError, match="transformers cannot convert .*architecture notanarch is not supported"):
         resolve_model(str(odd))
+
+
+@pytest.mark.parametrize("garbage", [b"\xff\xfe\x00 not text", b"[1, 2, 3]", b'{"cut": '])
+def test_a_damaged_fingerprint_memo_is_only_a_lost_shortcut(tiny_llama, isolated_home, garbage):
+    from comptrust.models import weights_fingerprint
+
+    expected = weights_fingerprint(tiny_llama)
+    (isolated_home / "fingerprints.json").write_bytes(garbage)
+    assert weights_fingerprint(tiny_llama) == expected
+    assert expected in json.loads((isolated_home / "fingerprints.json").read_text()).values()

@@ -225,12 +225,13 @@ def weights_fingerprint(folder: Path) -> str:
     stamp = [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]
     memo_path = comptrust_home() / "fingerprints.json"
     key = hashlib.sha256(json.dumps([str(folder.resolve()), stamp]).encode()).hexdigest()
-    memo = {}
+    memo: dict[str, str] = {}
     if memo_path.is_file():
         try:
-            memo = json.loads(memo_path.read_text())
-        except json.JSONDecodeError:
-            memo = {}
+            loaded = json.loads(memo_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):  # a damaged memo is only a lost shortcut
+            loaded = {}
+        memo = loaded if isinstance(loaded, dict) else {}
     if key in memo:
         return memo[key]
     digest = hashlib.sha256()

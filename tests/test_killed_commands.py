@@ -192,7 +192,7 @@ def test_a_run_with_other_options_sets_the_old_results_aside(tmp_path):
 
 def _eval_cmd(model: Path, perspective: str, out: Path) -> list[str]:
     return [sys.executable, "-m", "comptrust", "eval", str(model), "--perspectives", perspective, "--smoke",
-            "--samples", "2", "--max-new-tokens", "16", "--batch-size", "1", "--seed", "3", "--out", str(out),
+            "--samples", "1", "--max-new-tokens", "8", "--batch-size", "1", "--seed", "3", "--out", str(out),
             "--quiet"]
 
 
@@ -213,7 +213,7 @@ def test_evaluations_sharing_one_cache_at_once_match_separate_runs(tiny_llama, t
     backend = load_model(str(tiny_llama), batch_size=1)
     for perspective in ("stereotype", "fairness"):
         own = Cache(tmp_path / f"home-{perspective}" / "cache.sqlite")
-        api_evaluate(backend, [perspective], smoke=True, samples=2, max_new_tokens=16, seed=3,
+        api_evaluate(backend, [perspective], smoke=True, samples=1, max_new_tokens=8, seed=3,
                      out=tmp_path / f"alone-{perspective}", cache=own)
         own.close()
 

@@ -16,8 +16,10 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from comptrust.errors import ModelError
+from comptrust.errors import DataError, ModelError
+from comptrust.model_files import PICKLE_SUFFIXES, check_gguf_file, check_model_files, json_problem, loading_problem
 from comptrust.paths import comptrust_home, models_dir
 
 DEMO_ALIAS = "smollm2-135m-instruct"
@@ -37,7 +39,12 @@ class ModelRef:
     def manifest(self) -> dict | None:
         """The compression manifest if this folder is a comptrust artifact."""
         p = self.path / MANIFEST_NAME
-        return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else None
+        if not p.is_file():
+            return None
+        problem = json_problem(p)
+        if problem:
+            raise DataError(f"{p} {problem}", repair_hint(self.path))
+        return json.loads(p.read_text(encoding="utf-8"))
 
 
 def quiet_transformers() -> None:
@@ -73,18 +80,57 @@ def _looks_like_hub_id(spec: str) -> bool:
 
 
 def check_weights(folder: Path, allow_pickle: bool) -> None:
-    """Refuse folders without weights, and pickle weights unless explicitly allowed."""
+    """Refuse folders without weights, pickle weights unless explicitly allowed, and damaged files."""
     if not (folder / "config.json").is_file():
         raise ModelError(f"{folder} has no config.json", "pass a Hugging Face model folder (save_pretrained output)")
     safetensors = list(folder.glob("*.safetensors"))
-    pickles = [p for p in folder.glob("*") if p.suffix in (".bin", ".pt", ".pth", ".ckpt")]
-    if safetensors:
-        return
-    if pickles and not allow_pickle:
+    pickles = [p for p in folder.glob("*") if p.suffix in PICKLE_SUFFIXES]
+    if not safetensors and pickles and not allow_pickle:
         raise ModelError(f"{folder} has only pickle weights ({pickles[0].name}), which can run code when loaded",
                          "convert them to safetensors, or pass --allow-pickle if you trust the files")
-    if not pickles:
+    if not safetensors and not pickles:
         raise ModelError(f"{folder} has no weight files", "the folder needs *.safetensors weights")
+    check_model_files(folder, repair_hint(folder), pickles=allow_pickle)
+    check_artifact_files(folder)
+
+
+def repair_hint(folder: Path) -> str:
+    """What to do about a damaged file in ``folder``: it depends on who wrote the folder."""
+    folder = folder.resolve()
+    if (folder / MANIFEST_NAME).is_file():
+        return f"delete {folder} and run 'comptrust compress' again (it rebuilds the same artifact)"
+    if folder.is_relative_to(models_dir().resolve()):
+        return f"delete {folder}; the next run converts the GGUF file again"
+    if folder.is_relative_to((comptrust_home() / "hub").resolve()):
+        return f"delete {folder} and run again to download the model afresh"
+    return "download the model again, or save it again with save_pretrained"
+
+
+def check_artifact_files(folder: Path) -> None:
+    """A compressed artifact's files must have the sizes its manifest recorded (a cut copy is caught here)."""
+    if not (folder / MANIFEST_NAME).is_file():
+        return
+    from comptrust.compression.base import artifact_files_problem
+
+    problem = artifact_files_problem(folder, ModelRef(folder, "local", folder.name).manifest() or {})
+    if problem:
+        raise DataError(f"{folder} is an incomplete comptrust artifact: {problem}", repair_hint(folder))
+
+
+def load_causal_lm(folder: Path, **kwargs: Any) -> Any:
+    """``AutoModelForCausalLM.from_pretrained`` that refuses weights which do not fit the config.
+
+    transformers fills absent weights with random numbers and only logs it (silenced
+    here): evaluating such a model would measure noise, so it is an error instead.
+    """
+    from transformers import AutoModelForCausalLM
+
+    model, info = AutoModelForCausalLM.from_pretrained(folder, output_loading_info=True,
+                                                       ignore_mismatched_sizes=True, **kwargs)
+    problem = loading_problem(info)
+    if problem:
+        raise DataError(f"{folder}: {problem}", repair_hint(Path(folder)))
+    return model
 
 
 def download_from_hub(repo_id: str, allow_pickle: bool) -> Path:
@@ -132,7 +178,9 @@ def convert_gguf(gguf: Path, name: str | None = None) -> Path:
     tag = hashlib.sha256(f"{gguf.resolve()}|{stat.st_size}|{int(stat.st_mtime)}".encode()).hexdigest()[:12]
     target = models_dir() / f"{name or gguf.stem}-{tag}"
     if (target / "config.json").is_file():
+        check_model_files(target, repair_hint(target))
         return target
+    check_gguf_file(gguf)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     quiet_transformers()
@@ -157,6 +205,12 @@ def convert_gguf(gguf: Path, name: str | None = None) -> Path:
         tokenizer.save_pretrained(tmp)
         (tmp / "comptrust-source.json").write_text(json.dumps({"gguf": str(gguf.resolve())}))
         os.replace(tmp, target)
+    except (ValueError, KeyError) as exc:  # an intact file that transformers cannot convert
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ModelError(f"transformers cannot convert {gguf} ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0][:200].rstrip('.') if str(exc) else ''})",
+                         "pass a Hugging Face model folder instead, or a GGUF of an architecture "
+                         "transformers supports") from exc
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -171,12 +225,13 @@ def weights_fingerprint(folder: Path) -> str:
     stamp = [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]
     memo_path = comptrust_home() / "fingerprints.json"
     key = hashlib.sha256(json.dumps([str(folder.resolve()), stamp]).encode()).hexdigest()
-    memo = {}
+    memo: dict[str, str] = {}
     if memo_path.is_file():
         try:
-            memo = json.loads(memo_path.read_text())
-        except json.JSONDecodeError:
-            memo = {}
+            loaded = json.loads(memo_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):  # a damaged memo is only a lost shortcut
+            loaded = {}
+        memo = loaded if isinstance(loaded, dict) else {}
     if key in memo:
         return memo[key]
     digest = hashlib.sha256()

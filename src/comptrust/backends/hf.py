@@ -23,7 +23,7 @@ from comptrust.backends.kv_cache import reserved_cache
 from comptrust.backends.sampling import SAMPLER, RowSampler
 from comptrust.chat import check_template, prompt_token_ids, render
 from comptrust.errors import BackendError, ConfigError
-from comptrust.models import ModelRef, quiet_transformers, resolve_model, weights_fingerprint
+from comptrust.models import ModelRef, load_causal_lm, quiet_transformers, resolve_model, weights_fingerprint
 from comptrust.types import Completion, GenRow
 
 CPU_DEFAULT_BATCH = 16
@@ -91,7 +91,7 @@ class HFBackend:
                   device: str | None = None, allow_pickle: bool = False, dtype: str | None = None) -> HFBackend:
         """Resolve ``spec`` (folder, GGUF, alias or hub id) and load it for generation."""
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
 
         quiet_transformers()
         ref = resolve_model(str(spec), allow_pickle=allow_pickle)
@@ -102,8 +102,7 @@ class HFBackend:
             # On a GPU the weights load straight into its memory (a 13B model would otherwise pass
             # through 26 GB of host memory first).
             placement = {"device_map": device} if device != "cpu" else {}
-            model = AutoModelForCausalLM.from_pretrained(ref.path, dtype=torch_dtype,
-                                                         use_safetensors=not allow_pickle, **placement)
+            model = load_causal_lm(ref.path, dtype=torch_dtype, use_safetensors=not allow_pickle, **placement)
         except (OSError, ValueError) as exc:
             raise BackendError(f"cannot load the model in {ref.path} ({str(exc).splitlines()[0]})",
                                "check that the folder holds a complete Hugging Face causal LM") from exc

@@ -60,8 +60,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _write_report(run_dirs: list[Path], out: Path, quiet: bool) -> None:
-    from comptrust.report import write_report
+    from comptrust.commands.report import write_report_whole
 
-    paths = write_report(run_dirs, out)
+    paths = write_report_whole(run_dirs, out)
     if not quiet:
         print(f"report: {paths.get('html', paths)}")

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from comptrust.commands._common import common_parser
 from comptrust.report import DEFAULT_BOOTSTRAP
@@ -32,12 +33,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return p
 
 
-def run(args: argparse.Namespace) -> int:
+def write_report_whole(run_dirs: list[Path], out: Path, **options: Any) -> dict[str, Path]:
+    """``write_report`` into a staging folder, moved into ``out`` when complete: a report killed
+    half way leaves the previous one whole, never new figures beside an old report.html."""
     from comptrust.report.build import write_report
+    from comptrust.store import staged_entries
 
-    paths = write_report(args.run_dirs, args.out, n_bootstrap=args.bootstrap, seed=args.seed,
-                         top_samples=args.top, detectable_drop=args.detectable_drop,
-                         on_warning=lambda text: print(text, file=sys.stderr))
+    with staged_entries(out) as staged:
+        paths = write_report(run_dirs, staged, **options)
+    return {kind: out / path.relative_to(staged) for kind, path in paths.items()}
+
+
+def run(args: argparse.Namespace) -> int:
+    paths = write_report_whole(args.run_dirs, args.out, n_bootstrap=args.bootstrap, seed=args.seed,
+                               top_samples=args.top, detectable_drop=args.detectable_drop,
+                               on_warning=lambda text: print(text, file=sys.stderr))
     if getattr(args, "quiet", False):
         print(paths["html"])
         return 0

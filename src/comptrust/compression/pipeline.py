@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 import re
-import shutil
-import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -25,12 +22,15 @@ from comptrust.compression.base import (
     MANIFEST_NAME,
     MANIFEST_VERSION,
     CompressionConfig,
+    artifact_files_problem,
+    file_records,
     load_manifest,
     make_config,
     write_manifest,
 )
 from comptrust.errors import ConfigError, DataError, ModelError
 from comptrust.paths import comptrust_home
+from comptrust.store import building, exclusive, remove_leftovers
 from comptrust.types import stable_hash
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
@@ -58,6 +58,7 @@ def compress_model(model_path: str | Path, method: str, out_dir: str | Path | No
     out = Path(out_dir).expanduser() if out_dir is not None else artifacts_dir() / f"{_slug(base.name)}-{method}-{key}"
     if out.resolve() == base.resolve() or base.resolve().is_relative_to(out.resolve()):
         raise ConfigError(f"--out {out} would overwrite the base model", "choose another --out folder")
+    remove_leftovers(out)  # staging or set-aside folders of killed compressions (they can be gigabytes)
     if _reusable(out, key):
         # Before the checks, which may import llm-compressor: the vllm environment has none and
         # evaluates artifacts compressed in the main one (requirements/vllm-env.txt).
@@ -66,20 +67,20 @@ def compress_model(model_path: str | Path, method: str, out_dir: str | Path | No
     require_engine(method)
     check_architecture(base, method)
     preflight_group_size(base, config)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        if not force:
+    # One process at a time per output folder: a second one waits, then reuses the first one's artifact.
+    with exclusive(f"artifact-{stable_hash(str(out.resolve()), 16)}"):
+        if _reusable(out, key):
+            say(f"reusing {out} (compressed meanwhile by another process, key {key})")
+            return out
+        if _manifest_key(out) == key:
+            say(f"replacing the incomplete artifact {out}")  # same compression: what the user asked for
+        elif out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
             raise ConfigError(f"{out} already exists and holds something else",
                               "choose another --out, delete it, or pass --force to overwrite")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    try:
-        save_artifact(run_compression(base, config, say), tmp, base, key)
-        if out.exists():
-            shutil.rmtree(out) if out.is_dir() else out.unlink()
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        # Built in a hidden sibling and renamed into place when complete: a kill at any point
+        # leaves no folder at ``out`` that the reuse check above could accept.
+        with building(out) as staged:
+            save_artifact(run_compression(base, config, say), staged, base, key)
     say(f"wrote {out}")
     return out
 
@@ -165,14 +166,29 @@ def require_engine(method: str) -> None:
                           "and evaluate the artifact here")
 
 
-def _reusable(out: Path, key: str) -> bool:
+def _manifest_key(out: Path) -> str | None:
+    """The key recorded in ``out``'s manifest, if it has a readable one."""
     if not (out / MANIFEST_NAME).is_file():
+        return None
+    try:
+        return load_manifest(out).get("key")
+    except DataError:
+        return None
+
+
+def _reusable(out: Path, key: str) -> bool:
+    """``out`` is a complete artifact of this exact compression: key, recorded file sizes and weight headers."""
+    from comptrust.model_files import check_model_files
+
+    if _manifest_key(out) != key or not any(out.glob("*.safetensors")):
+        return False
+    if artifact_files_problem(out, load_manifest(out)) is not None:
         return False
     try:
-        manifest = load_manifest(out)
+        check_model_files(out, "")
     except DataError:
         return False
-    return manifest.get("key") == key and any(out.glob("*.safetensors"))
+    return True
 
 
 def _slug(name: str) -> str:
@@ -182,7 +198,9 @@ def _slug(name: str) -> str:
 def load_for_compression(base: Path) -> tuple[Any, Any, Any]:
     """Model (on CPU; llm-compressor moves layers to the GPU itself), tokenizer, original dtype."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
+
+    from comptrust.models import load_causal_lm
 
     try:
         hf_config = AutoConfig.from_pretrained(base)
@@ -191,7 +209,7 @@ def load_for_compression(base: Path) -> tuple[Any, Any, Any]:
             original = getattr(torch, original, torch.float32)
         # CPUs are slow and lossy in half precision: compress in float32 there.
         dtype = original if torch.cuda.is_available() else torch.float32
-        model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
+        model = load_causal_lm(base, dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(base)
     except (OSError, ValueError, KeyError) as exc:
         raise ModelError(f"cannot load {base} with transformers ({type(exc).__name__}: "
@@ -292,8 +310,9 @@ def save_artifact(result: InMemory, out: Path, base: Path, key: str) -> None:
         "wall_time_s": round(result.wall_time_s, 3), "peak_memory": peak_memory(), "engine": result.facts,
         "library_versions": library_versions(),
         "created_utc": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "files": file_records(out),
     }
-    write_manifest(out, manifest)
+    write_manifest(out, manifest)  # last: a folder without it is never mistaken for an artifact
 
 
 def _params(config: CompressionConfig) -> dict[str, Any]:

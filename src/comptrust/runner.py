@@ -208,10 +208,12 @@ def evaluate(backend: Backend, perspectives: Sequence[str], data: DataSource, op
                     result=entry,
                 )
                 summary["perspectives"][perspective.name] = entry
+                summary["data"] = data.describe()  # now with the commit the hub downloads resolved to
                 summary["finished"] = False
                 run.write_summary(summary)  # after every perspective: nothing computed is lost
         summary["finished"] = True
         run.write_summary(summary)
+        run.write_spec({**spec, "data": summary["data"]})
     finally:
         if own_cache:
             cache.close()

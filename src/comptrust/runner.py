@@ -22,6 +22,7 @@ from comptrust.perspectives.base import EvalOptions, Perspective, check_profile
 from comptrust.progress import Progress
 from comptrust.registry import get_perspective
 from comptrust.store import Cache, RunDir, generation_key, loglik_key
+from comptrust.threads import threads_info
 from comptrust.types import Completion, GenRow, PerspectiveResult, Sample, ScoredSample, stable_hash
 
 
@@ -92,6 +93,7 @@ def run_spec(backend: Backend, perspectives: Sequence[str], data: DataSource, op
         "seed": options.seed,
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "numpy": numpy.__version__, "platform": platform.platform()},
+        "threads": threads_info(),
     }
 
 
@@ -186,7 +188,7 @@ def evaluate(backend: Backend, perspectives: Sequence[str], data: DataSource, op
     own_cache = cache is None
     cache = cache or Cache()
     summary: dict[str, Any] = {k: spec[k] for k in ("run_id", "model", "data", "options", "deviations",
-                                                      "profile", "seed", "versions", "comptrust_version")}
+                                                      "profile", "seed", "versions", "threads", "comptrust_version")}
     summary["run_dir"] = str(run.root)
     summary["perspectives"] = {}
     try:

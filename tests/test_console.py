@@ -95,10 +95,16 @@ def test_nothing_to_evaluate_is_a_one_line_error(tiny_llama, capsys):
 def test_thread_count_precedence(monkeypatch):
     monkeypatch.setattr("comptrust.threads.physical_cores", lambda: 8)
     monkeypatch.setattr("comptrust.threads.cgroup_cpu_limit", lambda: None)
+    monkeypatch.setattr("comptrust.threads.load_average", lambda: 0.3)
     assert choose_threads(3, {"OMP_NUM_THREADS": "6"}) == (3, "--threads")
     assert choose_threads(None, {"OMP_NUM_THREADS": "6"}) == (6, "OMP_NUM_THREADS")
     assert choose_threads(None, {"OMP_NUM_THREADS": "4,2"}) == (4, "OMP_NUM_THREADS")  # nested OpenMP list
-    assert choose_threads(None, {}) == (8, "physical cores")
+    assert choose_threads(None, {}) == (8, "physical cores")  # an idle machine: every physical core
+    monkeypatch.setattr("comptrust.threads.load_average", lambda: 2.6)
+    assert choose_threads(None, {}) == (5, "physical cores (8) less the load average (2.6)")
+    monkeypatch.setattr("comptrust.threads.load_average", lambda: 14.5)  # a shared box, busy with other jobs
+    assert choose_threads(None, {}) == (1, "physical cores (8) less the load average (14.5)")
+    monkeypatch.setattr("comptrust.threads.load_average", lambda: None)
     monkeypatch.setattr("comptrust.threads.cgroup_cpu_limit", lambda: 2)
     assert choose_threads(None, {}) == (2, "cgroup CPU quota")
     with pytest.raises(ConfigError, match="--threads must be at least 1"):

@@ -8,8 +8,11 @@ pass ``--threads 1``).  The order of precedence:
 
 1. ``--threads N``;
 2. ``$OMP_NUM_THREADS`` (the variable OpenMP programs already honour);
-3. the physical cores this process may run on: its CPU affinity, counted once per core, and
-   capped by a cgroup CPU quota (``docker --cpus``).
+3. the physical cores this process may run on (its CPU affinity, counted once per core, capped
+   by a cgroup CPU quota, ``docker --cpus``), less the cores other jobs keep busy: the 1-minute
+   load average at start, rounded (at least 1).  On an idle machine that is every physical core;
+   on a shared one it avoids OpenMP threads spinning while waiting for a core (measured with
+   ``benchmarks/threads.py``, docs/benchmarks.md: 1 thread 5x faster than 2 at load 12-15 on 2 cores).
 
 The count and where it came from are recorded in every run (``spec.json`` / ``summary.json``),
 because float reductions may round differently with a different number of threads.
@@ -77,11 +80,23 @@ def choose_threads(requested: int | None, environ: dict[str, str] | None = None)
             raise ConfigError(f"OMP_NUM_THREADS={omp!r} is not a positive number of threads",
                               "set it to e.g. 4, unset it, or pass --threads")
         return value, "OMP_NUM_THREADS"
-    cores = physical_cores()
+    cores, source = physical_cores(), "physical cores"
     limit = cgroup_cpu_limit()
     if limit is not None and limit < cores:
-        return limit, "cgroup CPU quota"
-    return cores, "physical cores"
+        cores, source = limit, "cgroup CPU quota"
+    load = load_average()
+    free = max(1, int(cores - load + 0.5)) if load is not None else cores
+    if free < cores:
+        return free, f"{source} ({cores}) less the load average ({load:.1f})"
+    return cores, source
+
+
+def load_average() -> float | None:
+    """Runnable tasks of other jobs, averaged over the last minute (None where the OS does not say)."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
 
 
 def apply_threads(requested: int | None = None) -> dict[str, Any]:

@@ -160,10 +160,10 @@ def test_default_revisions_are_pinned(monkeypatch):
     assert mmlu.PINNED_HUB_REVISION == MMLU_PIN and mmlu.HUB_REVISION == MMLU_PIN
     hub = open_source(None)
     assert isinstance(hub, HubDataset) and hub.revision == PINNED_HUB_REVISION
-    assert hub.describe() == {"kind": "hub", "repo_id": DT_REPO, "revision": PINNED_HUB_REVISION, "pinned": True,
+    assert hub.describe() == {"kind": "hub", "repo_id": DT_REPO, "revision": PINNED_HUB_REVISION, "default_pin": True,
                               "resolved_commit": None}
     moved = open_source(None, hub_revision="main").describe()
-    assert moved["revision"] == "main" and moved["pinned"] is False
+    assert moved["revision"] == "main" and moved["default_pin"] is False
 
 
 def test_hub_errors_tell_absent_from_unreachable(monkeypatch, tmp_path):
@@ -237,7 +237,7 @@ def test_every_perspective_runs_from_a_hub_stand_in(dt_data, tmp_path, monkeypat
     assert set(fairness["details"]["labels_from"].values()) == {"records"}
     assert len(fairness["details"]["labels_from"]) == 10  # the 32-demo fair set is not in ../shared
     assert results["mmlu"]["details"]["data"]["resolved_commit"] == MMLU_PIN
-    assert summary["data"] == {"kind": "hub", "repo_id": DT_REPO, "revision": PINNED_HUB_REVISION, "pinned": True,
+    assert summary["data"] == {"kind": "hub", "repo_id": DT_REPO, "revision": PINNED_HUB_REVISION, "default_pin": True,
                                "resolved_commit": PINNED_HUB_REVISION}
     spec = json.loads((tmp_path / "run" / "spec.json").read_text())
     assert spec["data"]["resolved_commit"] == PINNED_HUB_REVISION

@@ -139,7 +139,7 @@ def hub_rows(revision: str = HUB_REVISION) -> tuple[list[dict[str, Any]], dict[s
         for i, rec in enumerate(pq.read_table(local).to_pylist()):
             rows.append(normalize({**rec, "split": split}, f"{HUB_DATASET} {split} row {i}"))
     return rows, {"kind": "hub", "repo_id": HUB_DATASET, "revision": revision,
-                  "pinned": revision == PINNED_HUB_REVISION, "resolved_commit": resolved}
+                  "default_pin": revision == PINNED_HUB_REVISION, "resolved_commit": resolved}
 
 
 def with_demos(rows: list[dict[str, Any]], source: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:

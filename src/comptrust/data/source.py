@@ -169,10 +169,10 @@ class HubDataset:
         return found is _CACHED_NO_EXIST
 
     def describe(self) -> dict[str, Any]:
-        """The revision asked for (``pinned``: comptrust's default pin) and the commit the downloads resolved
+        """The revision asked for (``default_pin``: whether it is comptrust's pin) and the commit the downloads resolved
         to (None before any download; the runner records it again after each perspective)."""
         return {"kind": self.kind, "repo_id": self.repo_id, "revision": self.revision,
-                "pinned": self.revision == PINNED_HUB_REVISION, "resolved_commit": self.resolved_commit}
+                "default_pin": self.revision == PINNED_HUB_REVISION, "resolved_commit": self.resolved_commit}
 
 
 def open_source(data_dir: str | os.PathLike[str] | None, smoke: bool = False,

@@ -19,6 +19,15 @@ def _rows(display: Progress) -> list[tuple[str, float]]:
     return [(t.description, t.completed) for t in display._progress.tasks]
 
 
+def _terminal() -> Progress:
+    """A display drawing on a (pretend) terminal, into a buffer."""
+    import io
+
+    from rich.console import Console
+
+    return Progress(console=Console(file=io.StringIO(), force_terminal=True, width=100))
+
+
 # ---- library bars -----------------------------------------------------------------------------
 
 
@@ -27,7 +36,7 @@ def test_a_library_bar_is_a_row_of_the_open_display_and_leaves_when_done(capsys)
 
     route_library_bars()
     seen = []
-    with Progress() as display:
+    with _terminal() as display:
         for _ in tqdm(range(3), desc="Compressing model"):
             seen.append(_rows(display))
         after = _rows(display)
@@ -41,7 +50,7 @@ def test_manual_updates_and_close_are_routed_too():
     from tqdm.auto import tqdm  # transformers' import; a subclass of tqdm.std.tqdm
 
     route_library_bars()
-    with Progress() as display:
+    with _terminal() as display:
         bar = tqdm(total=5, desc="Dispatching model")
         bar.update(2)
         assert _rows(display) == [("  Dispatching model", 2)]
@@ -57,6 +66,8 @@ def test_library_bars_are_silent_without_a_display(capsys):
     route_library_bars()
     assert list(tqdm(range(4), desc="Converting and de-quantizing GGUF tensors...")) == [0, 1, 2, 3]
     with Progress(quiet=True):
+        assert sum(tqdm([1, 2, 3], desc="Decompressing model")) == 6
+    with Progress():  # stderr is no terminal here (a log file, CI): no rows, and no blank line either
         assert sum(tqdm([1, 2, 3], desc="Decompressing model")) == 6
     assert capsys.readouterr().err == ""
 

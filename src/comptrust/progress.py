@@ -1,10 +1,10 @@
-"""Progress bars on stderr (rich), silent under ``--quiet`` or when nothing is a terminal.
+"""Progress bars on stderr (rich), silent under ``--quiet``; without a terminal only the final state prints.
 
 Libraries comptrust calls draw their own tqdm bars (transformers' GGUF dequantization,
 compressed-tensors' "Compressing model" / "Decompressing model" / "Applying quantization
 config", "Dispatching model").  :func:`route_library_bars` (installed by the CLI) makes
-every tqdm bar a row of comptrust's display while one is open, removed when it finishes,
-and silent otherwise: the user sees one progress display, not two fighting over the line.
+every tqdm bar a row of comptrust's display while one is open on a terminal, removed when it
+finishes, and silent otherwise: the user sees one progress display, not two fighting over the line.
 """
 
 from __future__ import annotations
@@ -18,13 +18,17 @@ class Progress:
     """A thin wrapper so the runner never depends on rich directly.
 
     While a non-quiet instance is open it is the display that library bars are routed into.
+    Nothing is drawn until the first row is added, so a display that never gets one (a model
+    load without library bars) leaves no trace on the console.
     """
 
     active: ClassVar[Progress | None] = None
 
-    def __init__(self, quiet: bool = False) -> None:
+    def __init__(self, quiet: bool = False, console: Any = None) -> None:
         self.quiet = quiet
+        self._console = console  # tests pass a Console; by default rich's on stderr
         self._progress: Any = None
+        self._started = False
         self._totals: dict[Any, int] = {}
 
     def __enter__(self) -> Progress:
@@ -34,20 +38,29 @@ class Progress:
             from rich.progress import Progress as RichProgress
 
             self._progress = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                          TimeElapsedColumn(), console=Console(stderr=True), transient=False)
-            self._progress.__enter__()
+                                          TimeElapsedColumn(), console=self._console or Console(stderr=True),
+                                          transient=False)
             Progress.active = self
         return self
 
     def __exit__(self, *exc: object) -> None:
         if Progress.active is self:
             Progress.active = None
-        if self._progress is not None:
-            self._progress.__exit__(*exc)
+        if self._started:
+            self._progress.stop()
+            self._started = False
+
+    @property
+    def live(self) -> bool:
+        """Whether rows are drawn as they change (a terminal); elsewhere only the final state is printed."""
+        return self._progress is not None and bool(self._progress.console.is_terminal)
 
     def task(self, description: str, total: int | None, completed: int = 0) -> int | None:
         if self._progress is None:
             return None
+        if not self._started:
+            self._progress.start()
+            self._started = True
         task = self._progress.add_task(description, total=total, completed=completed)
         self._totals[task] = total or 0
         return task
@@ -104,7 +117,7 @@ def route_library_bars() -> None:
         self._comptrust_row = None
         original_init(self, *args, **kwargs)
         display = Progress.active
-        if wanted and display is not None:
+        if wanted and display is not None and display.live:  # a log file gets no transient rows
             from rich.markup import escape
 
             desc = kwargs.get("desc", args[1] if len(args) > 1 else None) or "working"

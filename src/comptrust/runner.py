@@ -23,6 +23,7 @@ from comptrust.perspectives.base import EvalOptions, Perspective, check_profile
 from comptrust.progress import Progress
 from comptrust.registry import get_perspective
 from comptrust.store import Cache, RunDir, generation_key, loglik_key
+from comptrust.threads import threads_info
 from comptrust.types import Completion, GenRow, PerspectiveResult, Sample, ScoredSample, stable_hash
 
 
@@ -93,6 +94,7 @@ def run_spec(backend: Backend, perspectives: Sequence[str], data: DataSource, op
         "seed": options.seed,
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "numpy": numpy.__version__, "platform": platform.platform()},
+        "threads": threads_info(),
     }
 
 
@@ -215,7 +217,7 @@ def evaluate(backend: Backend, perspectives: Sequence[str], data: DataSource, op
     own_cache = cache is None
     cache = cache or Cache()
     summary: dict[str, Any] = {k: spec[k] for k in ("run_id", "model", "data", "options", "deviations",
-                                                      "profile", "seed", "versions", "comptrust_version")}
+                                                      "profile", "seed", "versions", "threads", "comptrust_version")}
     summary["run_dir"] = str(run.root)
     if moved is not None:
         summary["superseded"] = str(moved)
@@ -239,10 +241,12 @@ def evaluate(backend: Backend, perspectives: Sequence[str], data: DataSource, op
                     result=entry,
                 )
                 summary["perspectives"][perspective.name] = entry
+                summary["data"] = data.describe()  # now with the commit the hub downloads resolved to
                 summary["finished"] = False
                 run.write_summary(summary)  # after every perspective: nothing computed is lost
         summary["finished"] = True
         run.write_summary(summary)
+        run.write_spec({**spec, "data": summary["data"]})
     finally:
         if own_cache:
             cache.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from comptrust.commands._common import common_parser
+from comptrust.commands._common import add_threads, common_parser
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -40,6 +40,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--seed", type=int, help="calibration seed (default 0; the paper used 0, 1, 2)")
     p.add_argument("--out", metavar="DIR", help="artifact folder (default: a cache under $COMPTRUST_HOME/artifacts)")
     p.add_argument("--force", action="store_true", help="overwrite --out if it holds a different artifact")
+    add_threads(p)
     p.set_defaults(func=run)
 
 
@@ -53,8 +54,11 @@ def run(args: argparse.Namespace) -> int:
 
     params = {name: getattr(args, name) for name in PARAMS if getattr(args, name) is not None}
     make_config(args.method, **params)  # one-line errors before any heavy import
+    from comptrust.progress import Progress
+
     log = None if args.quiet else (lambda msg: print(f"comptrust: {msg}", file=sys.stderr))
-    out = compress_model(args.model, args.method, args.out, force=args.force, log=log, **params)
+    with Progress(quiet=args.quiet):  # library bars (GGUF, quantization, saving) show as its rows
+        out = compress_model(args.model, args.method, args.out, force=args.force, log=log, **params)
     if args.quiet:
         print(out)
         return 0

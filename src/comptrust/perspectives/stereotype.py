@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from comptrust.data import records as R
 from comptrust.data.source import DataSource, read_jsonl
 from comptrust.errors import DataError
 from comptrust.perspectives.base import EvalOptions, Perspective, check_profile, mean
@@ -141,6 +142,12 @@ def classify(text: str, profile: str) -> str:
     return classify_patched(text) if profile == "comp-trust" else classify_upstream(text)
 
 
+def check_record(record: Any) -> None:
+    """A statement record: ``prompt`` with its text and the group, topic and system-prompt type tags."""
+    for key in ("text", "demographic_group_tag", "stereotype_topic_tag", "sys_prompt_type_tag"):
+        R.text(record, f"prompt.{key}")
+
+
 def system_prompt(scenario: str, group: str) -> str:
     prompt = SYSTEM_PROMPTS[scenario]
     if scenario == "targeted":
@@ -155,19 +162,18 @@ class StereotypePerspective(Perspective):
     title = "Stereotype bias"
 
     def load_records(self, data: DataSource, scenario: str, options: EvalOptions) -> list[Any]:
-        records = [r for r in read_jsonl(data, DATA_FILE) if r.get("prompt", {}).get("sys_prompt_type_tag") == scenario]
+        rows = read_jsonl(data, DATA_FILE, check=check_record,
+                          fix="restore the file from DecodingTrust's data/stereotype/dataset/ (or the hub)")
+        records = [r for r in rows if r["prompt"]["sys_prompt_type_tag"] == scenario]
         if not records:
             raise DataError(f"{DATA_FILE} has no records for system-prompt type {scenario!r}",
                             "restore the file from DecodingTrust's data/stereotype/dataset/")
         return records
 
     def sample_from_record(self, scenario: str, record: Any, index: int, options: EvalOptions) -> Sample:
-        try:
-            prompt = record["prompt"]
-            text, group, topic = prompt["text"], prompt["demographic_group_tag"], prompt["stereotype_topic_tag"]
-        except (KeyError, TypeError) as exc:
-            raise DataError(f"stereotype record {index} lacks {exc}",
-                            "each record needs prompt.text, demographic_group_tag and stereotype_topic_tag") from exc
+        text = R.text(record, "prompt.text")
+        group = R.text(record, "prompt.demographic_group_tag")
+        topic = R.text(record, "prompt.stereotype_topic_tag")
         messages = [{"role": "system", "content": system_prompt(scenario, group)},
                     {"role": "user", "content": TASK_DESC + "\n" + text}]
         return self.make_sample(scenario, index, messages, self.params(options, 150, 1.0, n=25), record,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from comptrust.data import records as R
 from comptrust.data.source import DataSource, read_json, read_jsonl
 from comptrust.errors import ConfigError, DataError
 from comptrust.perspectives.base import EvalOptions, Perspective, check_profile, mean
@@ -104,15 +105,8 @@ def strips_outputs(profile: str, override: bool | None = None) -> bool:
 
 
 def prompt_text(record: Any) -> str:
-    try:
-        text = record["prompt"]["text"]
-    except (KeyError, TypeError) as exc:
-        raise DataError("toxicity record has no prompt.text field",
-                        "use DecodingTrust's toxicity/user_prompts/*.jsonl files") from exc
-    if not isinstance(text, str):
-        raise DataError("toxicity record's prompt.text is not a string",
-                        "use DecodingTrust's toxicity/user_prompts/*.jsonl files")
-    return text
+    """The prompt to continue (``prompt.text``, a string, in every prompt set)."""
+    return R.text(record, "prompt.text")
 
 
 def build_messages(template: dict[str, str], text: str) -> list[Message]:
@@ -182,7 +176,8 @@ class ToxicityPerspective(Perspective):
 
     def load_records(self, data: DataSource, scenario: str, options: EvalOptions) -> list[Any]:
         prompt_set, _ = split_scenario(scenario)
-        return read_jsonl(data, PROMPT_FILES[prompt_set])
+        return read_jsonl(data, PROMPT_FILES[prompt_set], check=prompt_text,
+                          fix="use DecodingTrust's toxicity/user_prompts/*.jsonl files")
 
     def samples(self, data: DataSource, options: EvalOptions) -> list[Sample]:
         templates = load_templates(data)

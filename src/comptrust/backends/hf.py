@@ -22,6 +22,7 @@ from comptrust.backends.base import OnResult
 from comptrust.backends.kv_cache import reserved_cache
 from comptrust.backends.sampling import SAMPLER, RowSampler
 from comptrust.chat import check_template, prompt_token_ids, render
+from comptrust.compression.activations import describe_activation_quantization, prepare_quantized_forward
 from comptrust.errors import BackendError, ConfigError
 from comptrust.models import ModelRef, quiet_transformers, resolve_model, weights_fingerprint
 from comptrust.types import Completion, GenRow
@@ -110,6 +111,7 @@ class HFBackend:
         if not placement:
             model.to(device)
         model.eval()
+        prepare_quantized_forward(model, torch_dtype)  # FP8/INT8/FP4 activations stay quantized
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         return cls(model, tokenizer, ref, chat_template or "model", batch_size)
@@ -125,6 +127,7 @@ class HFBackend:
             "path": str(self.ref.path), "source": self.ref.source, "weights_sha256": self.weights_hash,
             "chat_template": self.chat_template, "dtype": str(self.model.dtype), "device": str(self.device),
             "batch_size": self.requested_batch_size or "auto", "compression": self.ref.manifest(),
+            "activation_quantization": describe_activation_quantization(self.model),
             "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
         }
 

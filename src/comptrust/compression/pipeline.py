@@ -113,7 +113,7 @@ def check_architecture(base: Path, method: str) -> str:
 
 def preflight_group_size(base: Path, config: CompressionConfig) -> None:
     """Fail on a group size that does not fit before loading any weights (meta-device model)."""
-    if config.kind != "quantization" or config.group_size in ("auto", "channel"):
+    if config.kind != "quantization" or config.group_size in (None, "auto", "channel"):
         return
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -230,8 +230,7 @@ def run_compression(base: Path, config: CompressionConfig, say: Callable[[str], 
     say(f"loading {base}")
     model, tokenizer, original_dtype = load_for_compression(base)
     resolved = config
-    if config.kind == "quantization":
-        assert config.group_size is not None
+    if config.group_size is not None:
         resolved = dataclasses.replace(config, group_size=resolve_group_size(model, config.group_size))
     calibration = None
     if compressor.needs_calibration:
@@ -291,9 +290,20 @@ def save_artifact(result: InMemory, out: Path, base: Path, key: str) -> None:
         "dtype": dtype, "device": "cuda" if torch.cuda.is_available() else "cpu",
         "wall_time_s": round(result.wall_time_s, 3), "peak_memory": peak_memory(), "engine": result.facts,
         "library_versions": library_versions(),
+        **_format_block(config),
         "created_utc": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
     write_manifest(out, manifest)
+
+
+def _format_block(config: CompressionConfig) -> dict[str, Any]:
+    """``quantized_format``: what a deployed format quantizes and which runtime its numbers stand for."""
+    from comptrust.compression.base import ACTIVATION_METHODS, FILE_METHODS
+    from comptrust.compression.formats import describe_format
+
+    if config.method not in ACTIVATION_METHODS + FILE_METHODS:
+        return {}
+    return {"quantized_format": describe_format(config.method, config.gguf_type)}
 
 
 def _params(config: CompressionConfig) -> dict[str, Any]:

@@ -32,6 +32,7 @@ BACKENDS: dict[str, str] = {
     "scripted": "comptrust.backends.scripted:ScriptedBackend",
     "vllm": "comptrust.backends.vllm:VLLMBackend",
     "openai": "comptrust.backends.openai_api:OpenAIBackend",
+    "llamacpp": "comptrust.backends.llamacpp:LlamaCppBackend",
 }
 
 COMPRESSORS: dict[str, str] = {

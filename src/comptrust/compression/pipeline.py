@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from comptrust.compression.base import (
+    FILE_METHODS,
     IGNORE,
     MANIFEST_NAME,
     MANIFEST_VERSION,
@@ -63,7 +64,7 @@ def compress_model(model_path: str | Path, method: str, out_dir: str | Path | No
         # evaluates artifacts compressed in the main one (requirements/vllm-env.txt).
         say(f"reusing {out} (same model and config, key {key})")
         return out
-    require_engine(method)
+    require_engine(method, config.gguf_type)
     check_architecture(base, method)
     preflight_group_size(base, config)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -73,7 +74,10 @@ def compress_model(model_path: str | Path, method: str, out_dir: str | Path | No
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
     try:
-        save_artifact(run_compression(base, config, say), tmp, base, key)
+        if method in FILE_METHODS:
+            save_gguf_artifact(base, config, tmp, key, say)
+        else:
+            save_artifact(run_compression(base, config, say), tmp, base, key)
         if out.exists():
             shutil.rmtree(out) if out.is_dir() else out.unlink()
         os.replace(tmp, out)
@@ -149,10 +153,15 @@ def artifact_key(base: Path, config: CompressionConfig) -> str:
 OWN_METHODS = ("magnitude",)  # implemented in comptrust; every other method runs through llm-compressor
 
 
-def require_engine(method: str) -> None:
-    """A one-line error where llm-compressor is missing (the vllm environment) and ``method`` needs it."""
+def require_engine(method: str, gguf_type: str | None = None) -> None:
+    """A one-line error where llm-compressor (or llama.cpp for gguf) is missing and ``method`` needs it."""
     import importlib.util
 
+    if method in FILE_METHODS:
+        from comptrust.compression.gguf import require_gguf_tools
+
+        require_gguf_tools(gguf_type or "")
+        return
     if method in OWN_METHODS:
         return
     try:
@@ -172,7 +181,7 @@ def _reusable(out: Path, key: str) -> bool:
         manifest = load_manifest(out)
     except DataError:
         return False
-    return manifest.get("key") == key and any(out.glob("*.safetensors"))
+    return manifest.get("key") == key and (any(out.glob("*.safetensors")) or any(out.glob("*.gguf")))
 
 
 def _slug(name: str) -> str:
@@ -255,17 +264,7 @@ def run_compression(base: Path, config: CompressionConfig, say: Callable[[str], 
 
 def save_artifact(result: InMemory, out: Path, base: Path, key: str) -> None:
     """Write the HF folder (compressed-tensors when quantized) and its manifest into ``out``."""
-    import torch
-
-    from comptrust.compression.measure import (
-        describe_base,
-        dir_size,
-        library_versions,
-        peak_memory,
-        storage_report,
-        weights_size,
-    )
-    from comptrust.models import weights_fingerprint
+    from comptrust.compression.measure import dir_size, storage_report, weights_size
 
     dtype = str(result.model.dtype).removeprefix("torch.")
     with warnings.catch_warnings():
@@ -276,23 +275,58 @@ def save_artifact(result: InMemory, out: Path, base: Path, key: str) -> None:
         else:
             result.model.save_pretrained(out)
     result.tokenizer.save_pretrained(out)
-    config = result.requested
+    manifest = artifact_manifest(
+        base, key, result.requested, _params(result.config),
+        calibration=result.calibration.description if result.calibration else None, sparsity=result.sparsity,
+        storage=storage_report(out, result.layers, result.params), weights_bytes=weights_size(out),
+        folder_bytes=dir_size(out), dtype=dtype, wall_time_s=result.wall_time_s, engine=result.facts)
+    write_manifest(out, manifest)
+
+
+def artifact_manifest(base: Path, key: str, config: CompressionConfig, params: dict[str, Any], *,
+                      calibration: dict[str, Any] | None, sparsity: dict[str, Any] | None, storage: dict[str, Any],
+                      weights_bytes: int, folder_bytes: int, dtype: str, wall_time_s: float,
+                      engine: dict[str, Any]) -> dict[str, Any]:
+    """``comptrust.json``: the same fields for every method (Hugging Face folder or GGUF file)."""
+    import torch
+
+    from comptrust.compression.measure import describe_base, library_versions, peak_memory
+    from comptrust.models import weights_fingerprint
+
     base_info = describe_base(base, weights_fingerprint(base))
-    manifest: dict[str, Any] = {
+    return {
         "format": "comptrust-artifact", "manifest_version": MANIFEST_VERSION, "key": key,
         "method": config.method, "kind": config.kind, "config": config.to_json(),
-        "params": _params(result.config), "seed": config.seed,
-        "calibration": result.calibration.description if result.calibration else None,
-        "base_model": base_info, "ignored": list(IGNORE),
-        "sparsity": result.sparsity, "storage": storage_report(out, result.layers, result.params),
-        "size_bytes": dir_size(out), "weights_size_bytes": weights_size(out),
-        "compression_ratio": round(base_info["size_bytes"] / max(1, weights_size(out)), 4),
+        "params": params, "seed": config.seed, "calibration": calibration,
+        "base_model": base_info, "ignored": list(IGNORE), "sparsity": sparsity, "storage": storage,
+        "size_bytes": folder_bytes, "weights_size_bytes": weights_bytes,
+        "compression_ratio": round(base_info["size_bytes"] / max(1, weights_bytes), 4),
         "dtype": dtype, "device": "cuda" if torch.cuda.is_available() else "cpu",
-        "wall_time_s": round(result.wall_time_s, 3), "peak_memory": peak_memory(), "engine": result.facts,
-        "library_versions": library_versions(),
-        **_format_block(config),
+        "wall_time_s": round(wall_time_s, 3), "peak_memory": peak_memory(), "engine": engine,
+        "library_versions": library_versions(), **_format_block(config),
         "created_utc": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
+
+
+def save_gguf_artifact(base: Path, config: CompressionConfig, out: Path, key: str,
+                       say: Callable[[str], None]) -> None:
+    """``--method gguf``: the .gguf file, the base tokenizer beside it, and the manifest."""
+    from comptrust.compression.gguf import GGUFCompressor, copy_tokenizer
+    from comptrust.compression.gguf_file import describe_gguf, gguf_in
+    from comptrust.compression.measure import dir_size
+
+    start = time.perf_counter()
+    facts = GGUFCompressor().write(base, config, out, say)
+    wall = time.perf_counter() - start
+    copy_tokenizer(base, out, TOKENIZER_FILES)
+    path = gguf_in(out)
+    assert path is not None
+    info = describe_gguf(path)
+    facts |= {"file": info["file"], "tensor_types": info["tensor_types"], "gguf_type": info["gguf_type"]}
+    manifest = artifact_manifest(base, key, config, _params(config), calibration=None, sparsity=None,
+                                 storage=info["storage"], weights_bytes=info["file_size_bytes"],
+                                 folder_bytes=dir_size(out), dtype=config.gguf_type or "", wall_time_s=wall,
+                                 engine=facts)
     write_manifest(out, manifest)
 
 

@@ -50,6 +50,13 @@ def describe(m: dict[str, Any], path: Path) -> str:
         if "nm_valid" in sparsity:
             text += f", {m['params'].get('pattern')} valid: {'yes' if sparsity['nm_valid'] else 'NO'}"
         lines.append(text)
+    fmt = m.get("quantized_format")
+    if fmt:
+        lines.append(f"format     weights {fmt.get('weights')}; activations {fmt.get('activations')}")
+        lines.append(f"runtime    {fmt.get('runtime')}")
+    engine = m.get("engine") or {}
+    if engine.get("tensor_types"):
+        lines.append("tensors    " + ", ".join(f"{k} x{v}" for k, v in engine["tensor_types"].items()))
     storage = m.get("storage", {})
     lines.append(f"storage    {storage.get('effective_bits_per_weight')} bits/weight in "
                  f"{storage.get('compressed_layers')} compressed layers, "

@@ -92,7 +92,9 @@ def convert(base: Path, out: Path, outtype: str, log: Callable[[str], None]) -> 
 def quantize(source: Path, out: Path, gguf_type: str, threads: int | None = None) -> float:
     """llama.cpp's ``llama_model_quantize`` from ``source`` to ``gguf_type``; returns seconds."""
     import llama_cpp
+    import llama_cpp._logger
 
+    llama_cpp._logger.set_verbose(False)  # llama.cpp logs every tensor otherwise
     name = {"F32": "LLAMA_FTYPE_ALL_F32"}.get(gguf_type, f"LLAMA_FTYPE_MOSTLY_{gguf_type}")
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, name)

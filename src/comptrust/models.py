@@ -62,6 +62,8 @@ def resolve_model(spec: str, allow_pickle: bool = False) -> ModelRef:
     path = Path(spec).expanduser()
     if path.is_file() and path.suffix == ".gguf":
         return ModelRef(convert_gguf(path), "gguf", path.stem)
+    if path.is_dir() and gguf_artifact_file(path) is not None:
+        return ModelRef(convert_gguf_artifact(path), "gguf", path.resolve().name)
     if path.is_dir():
         check_weights(path, allow_pickle)
         return ModelRef(path.resolve(), "local", path.resolve().name)
@@ -217,9 +219,72 @@ def convert_gguf(gguf: Path, name: str | None = None) -> Path:
     return target
 
 
-def weights_fingerprint(folder: Path) -> str:
-    """SHA-256 over the weight files' bytes (cached by path, size and mtime)."""
-    files = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".pt", ".pth"))
+def gguf_artifact_file(folder: Path) -> Path | None:
+    """The .gguf of a folder written by 'comptrust compress --method gguf' (None for any other folder)."""
+    manifest = folder / MANIFEST_NAME
+    if not manifest.is_file() or (folder / "config.json").is_file():
+        return None
+    try:
+        method = json.loads(manifest.read_text(encoding="utf-8")).get("method")
+    except (json.JSONDecodeError, AttributeError):
+        return None
+    files = sorted(folder.glob("*.gguf"))
+    return files[0] if method == "gguf" and len(files) == 1 else None
+
+
+def convert_gguf_artifact(folder: Path) -> Path:
+    """A GGUF artifact dequantized for --backend hf, keeping its manifest so reports know what it is."""
+    gguf = gguf_artifact_file(folder)
+    assert gguf is not None
+    target = convert_gguf(gguf)
+    if not (target / MANIFEST_NAME).is_file():
+        shutil.copy2(folder / MANIFEST_NAME, target / MANIFEST_NAME)
+    return target
+
+
+def resolve_gguf(spec: str) -> tuple[Path, str, str]:
+    """(GGUF file, label, source) for --backend llamacpp: a .gguf, a GGUF artifact folder or the demo alias."""
+    if spec == DEMO_ALIAS:
+        return demo_gguf_path(), DEMO_ALIAS, "alias"
+    path = Path(spec).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        return path.resolve(), path.stem, "gguf"
+    if path.is_dir():
+        found = gguf_artifact_file(path)
+        if found is None and not (path / "config.json").is_file() and len(list(path.glob("*.gguf"))) == 1:
+            found = next(path.glob("*.gguf"))
+        if found is not None:
+            return found.resolve(), path.resolve().name, "gguf"
+    raise ModelError(f"--backend llamacpp evaluates GGUF files, and {spec} is not one",
+                     "pass a .gguf file, a folder from 'comptrust compress --method gguf', or use --backend hf")
+
+
+def gguf_manifest(gguf: Path) -> dict | None:
+    """The compression manifest beside a comptrust GGUF; for any other GGUF, what its header says."""
+    beside = gguf.parent / MANIFEST_NAME
+    if beside.is_file() and gguf_artifact_file(gguf.parent) == gguf:
+        return json.loads(beside.read_text(encoding="utf-8"))
+    from comptrust.compression.gguf_file import describe_gguf
+
+    info = describe_gguf(gguf)
+    if info["gguf_type"] in (None, "F32", "F16", "BF16"):
+        return None  # an unquantized GGUF is the dense model
+    return {"method": "gguf", "kind": "quantization", "params": {"gguf_type": info["gguf_type"],
+            "bits": _gguf_bits(info["gguf_type"])}, "storage": info["storage"],
+            "weights_size_bytes": info["file_size_bytes"], "source": "user-supplied GGUF (header)",
+            "gguf": {k: info[k] for k in ("file", "architecture", "name", "tensor_types")}}
+
+
+def _gguf_bits(gguf_type: str) -> int | None:
+    from comptrust.compression.formats import gguf_weight_bits
+
+    return gguf_weight_bits(gguf_type) if not gguf_type.startswith("type-") else None
+
+
+def weights_fingerprint(folder: Path, only: str | None = None) -> str:
+    """SHA-256 over the weight files' bytes (cached by path, size and mtime); ``only``: one file of the folder."""
+    files = sorted(p for p in folder.iterdir() if p.name == only) if only else \
+        sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".pt", ".pth"))
     if not files:
         raise ModelError(f"{folder} has no weight files", "the folder needs *.safetensors weights")
     stamp = [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]

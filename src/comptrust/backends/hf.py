@@ -20,8 +20,10 @@ from typing import Any
 
 from comptrust.backends.base import OnResult
 from comptrust.backends.kv_cache import reserved_cache
+from comptrust.backends.kv_quant import parse_kv_cache, quantized_cache
 from comptrust.backends.sampling import SAMPLER, RowSampler
 from comptrust.chat import check_template, prompt_token_ids, render
+from comptrust.compression.activations import describe_activation_quantization, prepare_quantized_forward
 from comptrust.errors import BackendError, ConfigError
 from comptrust.models import ModelRef, load_causal_lm, quiet_transformers, resolve_model, weights_fingerprint
 from comptrust.types import Completion, GenRow
@@ -71,7 +73,7 @@ class HFBackend:
     name = "hf"
 
     def __init__(self, model: Any, tokenizer: Any, ref: ModelRef, chat_template: str = "model",
-                 batch_size: int | None = None, weights_hash: str | None = None) -> None:
+                 batch_size: int | None = None, weights_hash: str | None = None, kv_cache: str | None = None) -> None:
         """``weights_hash`` names weights that exist only in memory (benchmarks); else the folder's files are hashed."""
         check_template(chat_template)
         self.model = model
@@ -83,12 +85,16 @@ class HFBackend:
         self.weights_hash = weights_hash or weights_fingerprint(ref.path)
         self.fingerprint = (f"hf-{self.weights_hash}-{chat_template}-{str(model.dtype).replace('torch.', '')}"
                             f"-{SAMPLER}")
+        self.kv_quant = parse_kv_cache(kv_cache)
+        if self.kv_quant is not None:  # quantized-cache texts never share cache keys with the plain cache
+            self.fingerprint += f"-{self.kv_quant.tag}"
         self.eos_ids = self._eos_ids()
         self.oom_retries = 0  # automatic batches halved after running out of memory
 
     @classmethod
     def from_path(cls, spec: str | Path, batch_size: int | None = None, chat_template: str | None = None,
-                  device: str | None = None, allow_pickle: bool = False, dtype: str | None = None) -> HFBackend:
+                  device: str | None = None, allow_pickle: bool = False, dtype: str | None = None,
+                  kv_cache: str | None = None) -> HFBackend:
         """Resolve ``spec`` (folder, GGUF, alias or hub id) and load it for generation."""
         import torch
         from transformers import AutoTokenizer
@@ -109,9 +115,10 @@ class HFBackend:
         if not placement:
             model.to(device)
         model.eval()
+        prepare_quantized_forward(model, torch_dtype)  # FP8/INT8/FP4 activations stay quantized
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
-        return cls(model, tokenizer, ref, chat_template or "model", batch_size)
+        return cls(model, tokenizer, ref, chat_template or "model", batch_size, kv_cache=kv_cache)
 
     # ---- protocol ---------------------------------------------------------------------
 
@@ -124,6 +131,8 @@ class HFBackend:
             "path": str(self.ref.path), "source": self.ref.source, "weights_sha256": self.weights_hash,
             "chat_template": self.chat_template, "dtype": str(self.model.dtype), "device": str(self.device),
             "batch_size": self.requested_batch_size or "auto", "compression": self.ref.manifest(),
+            "activation_quantization": describe_activation_quantization(self.model),
+            "kv_cache": self.kv_quant.to_json() if self.kv_quant else None,
             "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
         }
 
@@ -210,7 +219,12 @@ class HFBackend:
         return max(1, min(GPU_MAX_BATCH, fit))
 
     def _new_cache(self, capacity: int) -> Any:
-        """An empty KV cache reserved for ``capacity`` positions per row (None: transformers' default)."""
+        """An empty KV cache reserved for ``capacity`` positions per row (None: transformers' default).
+
+        With ``--kv-cache`` this is where new keys and values get quantized (backends/kv_quant.py).
+        """
+        if self.kv_quant is not None:
+            return quantized_cache(self.model.config, self.kv_quant)
         return reserved_cache(self.model.config, capacity)
 
     def _smaller_batch_after(self, exc: BaseException, rows: int) -> int:
@@ -279,7 +293,7 @@ class HFBackend:
         pad_id = self.tokenizer.pad_token_id
         width = max(len(p) for p in prompts)
         shared = common_prefix_length(prompts)
-        if shared < MIN_SHARED_PREFIX:
+        if shared < MIN_SHARED_PREFIX or self.kv_quant is not None:
             shared = 0
         # Layout: [shared prefix][padding][rest of the prompt].  With no shared prefix this is plain
         # left padding; with one, every row's prefix sits in the same columns, so its KV cache can
@@ -301,8 +315,10 @@ class HFBackend:
             capacity = width + max_tokens
             if shared:
                 cache = self._prefix_cache(input_ids[:1, :shared], len(prompts), capacity)
-            else:
+            elif self.kv_quant is None:  # a quantized cache quantizes the whole prompt at once, as transformers'
                 cache = self._shared_prefill(prompts, input_ids, attention, capacity)
+            else:
+                cache = None
             if cache is None:
                 cache = self._new_cache(capacity)
             out = self.model.generate(input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device),

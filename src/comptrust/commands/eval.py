@@ -26,7 +26,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     add_profile(p)
     p.add_argument("--out", help="run directory (default: comptrust-runs/<model>-<run id>)")
-    p.add_argument("--backend", default="hf", help="hf (default), vllm or openai")
+    p.add_argument("--backend", default="hf",
+                   help="hf (default), llamacpp (a GGUF with llama.cpp's kernels), vllm or openai")
+    p.add_argument("--kv-cache", choices=("none", "int4", "int2"),
+                   help="--backend hf: quantize the KV cache while generating (KIVI-style, as transformers' "
+                        "QuantizedCache); reported as its own variant, e.g. 'dense + KV int4'")
     p.add_argument("--batch-size", type=int, help="generation batch size (default: automatic)")
     api_opts = p.add_argument_group("--backend openai (any OpenAI-compatible chat server; MODEL = served name)")
     api_opts.add_argument("--base-url", help="server URL ending in /v1 (default $OPENAI_BASE_URL or "
@@ -89,6 +93,13 @@ def run(args: argparse.Namespace) -> int:
                                  chat_template=args.chat_template, **server)
     else:
         hf_only = {"dtype": args.dtype} if args.dtype and args.backend == "hf" else {}
+        if args.kv_cache not in (None, "none"):
+            if args.backend != "hf":
+                from comptrust.errors import ConfigError
+
+                raise ConfigError(f"--kv-cache applies to --backend hf, not {args.backend}",
+                                  "drop --kv-cache, or evaluate with --backend hf")
+            hf_only["kv_cache"] = args.kv_cache
         with Progress(quiet=args.quiet):  # library load bars (GGUF, decompression) show as its rows
             backend = api.load_model(args.model, backend=args.backend, batch_size=args.batch_size,
                                      chat_template=args.chat_template, allow_pickle=args.allow_pickle, **hf_only)

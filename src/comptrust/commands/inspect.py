@@ -86,6 +86,13 @@ def describe(m: dict[str, Any], path: Path, missing: list[str] | None = None, fi
         if "nm_valid" in sparsity:
             text += f", {raw_params.get('pattern')} valid: {'yes' if sparsity['nm_valid'] else 'NO'}"
         lines.append(text)
+    fmt = m.get("quantized_format") if isinstance(m.get("quantized_format"), dict) else None
+    if fmt:
+        lines.append(f"format     weights {_v(fmt.get('weights'))}; activations {_v(fmt.get('activations'))}")
+        lines.append(f"runtime    {_v(fmt.get('runtime'))}")
+    engine = m.get("engine") if isinstance(m.get("engine"), dict) else {}
+    if isinstance(engine.get("tensor_types"), dict) and engine["tensor_types"]:
+        lines.append("tensors    " + ", ".join(f"{k} x{v}" for k, v in engine["tensor_types"].items()))
     storage = m.get("storage") if isinstance(m.get("storage"), dict) else {}
     lines.append(f"storage    {_v(storage.get('effective_bits_per_weight'))} bits/weight in "
                  f"{_v(storage.get('compressed_layers'))} compressed layers, "

@@ -25,10 +25,12 @@ if TYPE_CHECKING:
 
 MANIFEST_NAME = "comptrust.json"
 MANIFEST_VERSION = 1
-QUANT_METHODS = ("rtn", "gptq", "awq")
+QUANT_METHODS = ("rtn", "gptq", "awq")  # weight-only integers with --bits / --group-size (the paper's)
 PRUNE_METHODS = ("magnitude", "sparsegpt", "wanda")
-METHODS = QUANT_METHODS + PRUNE_METHODS
-CALIBRATED = ("gptq", "awq", "sparsegpt", "wanda")
+ACTIVATION_METHODS = ("fp8", "w8a8", "nvfp4")  # weights and activations, fixed formats (compression/formats.py)
+FILE_METHODS = ("gguf",)  # writes a llama.cpp file, not a Hugging Face folder
+METHODS = QUANT_METHODS + PRUNE_METHODS + ACTIVATION_METHODS + FILE_METHODS
+CALIBRATED = ("gptq", "awq", "sparsegpt", "wanda", "w8a8", "nvfp4")
 BITS = (3, 4, 8)
 PATTERNS = ("unstructured", "1:2", "2:4", "4:8")
 CALIB_SOURCES = ("builtin", "file", "c4", "wikitext")
@@ -69,10 +71,13 @@ class CompressionConfig:
     calib: CalibConfig | None = None
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    scheme: str | None = None  # compressed-tensors preset of an activation format (FP8_DYNAMIC, W8A8, NVFP4)
+    smoothing: float | None = None  # w8a8: SmoothQuant migration strength
+    gguf_type: str | None = None  # gguf: llama.cpp quantization type (Q4_K_M, Q8_0, ...)
 
     @property
     def kind(self) -> str:
-        return "quantization" if self.method in QUANT_METHODS else "pruning"
+        return "pruning" if self.method in PRUNE_METHODS else "quantization"
 
     @property
     def nm(self) -> tuple[int, int] | None:
@@ -103,6 +108,14 @@ def make_config(method: str, **params: Any) -> CompressionConfig:
     if method not in METHODS:
         raise ConfigError(f"unknown compression method {method!r}", f"choose from: {', '.join(METHODS)}")
     params = {k: v for k, v in params.items() if v is not None}
+    if method in ACTIVATION_METHODS + FILE_METHODS:
+        from comptrust.compression.formats import make_format_config
+
+        return make_format_config(method, params)
+    for name in ("smoothing", "gguf_type"):
+        if name in params:
+            raise ConfigError(f"--{_flag(name)} applies to {'w8a8' if name == 'smoothing' else 'gguf'} only, "
+                              f"not to {method}", f"drop --{_flag(name)}")
     quant_only = ("bits", "group_size", "symmetric")
     prune_only = ("sparsity", "pattern")
     given = set(params)
@@ -121,7 +134,7 @@ def make_config(method: str, **params: Any) -> CompressionConfig:
     if "damp" in given and method not in ("gptq", "sparsegpt"):
         raise ConfigError(f"--damp applies to gptq and sparsegpt only, not to {method}", "drop --damp")
     seed = int(params.pop("seed", 0))
-    calib = _calib_config(method, params) if method in CALIBRATED else None
+    calib = calib_config(method, params) if method in CALIBRATED else None
     if method not in CALIBRATED:
         stray = sorted(k for k in params if k.startswith("calib_"))
         if stray:
@@ -142,7 +155,7 @@ def make_config(method: str, **params: Any) -> CompressionConfig:
             method=method, bits=bits, group_size=parse_group_size(params.get("group_size", 128)),
             symmetric=bool(params.get("symmetric", True)),
             act_order=bool(params.get("act_order", False)) if method == "gptq" else None,
-            damp=_damp(params.get("damp", 0.01)) if method == "gptq" else None,
+            damp=damp_fraction(params.get("damp", 0.01)) if method == "gptq" else None,
             calib=calib, seed=seed)
     sparsity = float(params.get("sparsity", 0.5))
     if not 0.0 < sparsity < 1.0:
@@ -157,11 +170,15 @@ def make_config(method: str, **params: Any) -> CompressionConfig:
             raise ConfigError(f"pattern {pattern} means {implied:.0%} sparsity, not {sparsity:g}",
                               f"pass --sparsity {implied:g} or --pattern unstructured")
     return CompressionConfig(method=method, sparsity=sparsity, pattern=pattern,
-                             damp=_damp(params.get("damp", 0.01)) if method == "sparsegpt" else None,
+                             damp=damp_fraction(params.get("damp", 0.01)) if method == "sparsegpt" else None,
                              calib=calib, seed=seed)
 
 
-def _damp(value: Any) -> float:
+def _flag(name: str) -> str:
+    return "type" if name == "gguf_type" else name.replace("_", "-")
+
+
+def damp_fraction(value: Any) -> float:
     damp = float(value)
     if not 0.0 < damp < 1.0:
         raise ConfigError(f"damping {damp} is outside (0, 1)", "pass a small fraction such as --damp 0.01")
@@ -184,7 +201,7 @@ def parse_group_size(value: Any) -> int | str:
     return size
 
 
-def _calib_config(method: str, params: dict[str, Any]) -> CalibConfig:
+def calib_config(method: str, params: dict[str, Any]) -> CalibConfig:
     source = str(params.get("calib_source", "builtin"))
     file = params.get("calib_file")
     if file is not None and "calib_source" not in params:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from comptrust.compression.base import (
+    FILE_METHODS,
     IGNORE,
     MANIFEST_NAME,
     MANIFEST_VERSION,
@@ -64,7 +65,7 @@ def compress_model(model_path: str | Path, method: str, out_dir: str | Path | No
         # evaluates artifacts compressed in the main one (requirements/vllm-env.txt).
         say(f"reusing {out} (same model and config, key {key})")
         return out
-    require_engine(method)
+    require_engine(method, config.gguf_type)
     check_architecture(base, method)
     preflight_group_size(base, config)
     # One process at a time per output folder: a second one waits, then reuses the first one's artifact.
@@ -80,7 +81,10 @@ def compress_model(model_path: str | Path, method: str, out_dir: str | Path | No
         # Built in a hidden sibling and renamed into place when complete: a kill at any point
         # leaves no folder at ``out`` that the reuse check above could accept.
         with building(out) as staged:
-            save_artifact(run_compression(base, config, say), staged, base, key)
+            if method in FILE_METHODS:
+                save_gguf_artifact(base, config, staged, key, say)
+            else:
+                save_artifact(run_compression(base, config, say), staged, base, key)
     say(f"wrote {out}")
     return out
 
@@ -114,7 +118,7 @@ def check_architecture(base: Path, method: str) -> str:
 
 def preflight_group_size(base: Path, config: CompressionConfig) -> None:
     """Fail on a group size that does not fit before loading any weights (meta-device model)."""
-    if config.kind != "quantization" or config.group_size in ("auto", "channel"):
+    if config.kind != "quantization" or config.group_size in (None, "auto", "channel"):
         return
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -150,10 +154,15 @@ def artifact_key(base: Path, config: CompressionConfig) -> str:
 OWN_METHODS = ("magnitude",)  # implemented in comptrust; every other method runs through llm-compressor
 
 
-def require_engine(method: str) -> None:
-    """A one-line error where llm-compressor is missing (the vllm environment) and ``method`` needs it."""
+def require_engine(method: str, gguf_type: str | None = None) -> None:
+    """A one-line error where llm-compressor (or llama.cpp for gguf) is missing and ``method`` needs it."""
     import importlib.util
 
+    if method in FILE_METHODS:
+        from comptrust.compression.gguf import require_gguf_tools
+
+        require_gguf_tools(gguf_type or "")
+        return
     if method in OWN_METHODS:
         return
     try:
@@ -180,7 +189,7 @@ def _reusable(out: Path, key: str) -> bool:
     """``out`` is a complete artifact of this exact compression: key, recorded file sizes and weight headers."""
     from comptrust.model_files import check_model_files
 
-    if _manifest_key(out) != key or not any(out.glob("*.safetensors")):
+    if _manifest_key(out) != key or not (any(out.glob("*.safetensors")) or any(out.glob("*.gguf"))):
         return False
     if artifact_files_problem(out, load_manifest(out)) is not None:
         return False
@@ -248,8 +257,7 @@ def run_compression(base: Path, config: CompressionConfig, say: Callable[[str], 
     say(f"loading {base}")
     model, tokenizer, original_dtype = load_for_compression(base)
     resolved = config
-    if config.kind == "quantization":
-        assert config.group_size is not None
+    if config.group_size is not None:
         resolved = dataclasses.replace(config, group_size=resolve_group_size(model, config.group_size))
     calibration = None
     if compressor.needs_calibration:
@@ -274,17 +282,7 @@ def run_compression(base: Path, config: CompressionConfig, say: Callable[[str], 
 
 def save_artifact(result: InMemory, out: Path, base: Path, key: str) -> None:
     """Write the HF folder (compressed-tensors when quantized) and its manifest into ``out``."""
-    import torch
-
-    from comptrust.compression.measure import (
-        describe_base,
-        dir_size,
-        library_versions,
-        peak_memory,
-        storage_report,
-        weights_size,
-    )
-    from comptrust.models import weights_fingerprint
+    from comptrust.compression.measure import dir_size, storage_report, weights_size
 
     dtype = str(result.model.dtype).removeprefix("torch.")
     with warnings.catch_warnings():
@@ -295,24 +293,71 @@ def save_artifact(result: InMemory, out: Path, base: Path, key: str) -> None:
         else:
             result.model.save_pretrained(out)
     result.tokenizer.save_pretrained(out)
-    config = result.requested
+    manifest = artifact_manifest(
+        base, key, result.requested, _params(result.config),
+        calibration=result.calibration.description if result.calibration else None, sparsity=result.sparsity,
+        storage=storage_report(out, result.layers, result.params), weights_bytes=weights_size(out),
+        folder_bytes=dir_size(out), dtype=dtype, wall_time_s=result.wall_time_s, engine=result.facts)
+    manifest["files"] = file_records(out)
+    write_manifest(out, manifest)  # last: a folder without it is never mistaken for an artifact
+
+
+def artifact_manifest(base: Path, key: str, config: CompressionConfig, params: dict[str, Any], *,
+                      calibration: dict[str, Any] | None, sparsity: dict[str, Any] | None, storage: dict[str, Any],
+                      weights_bytes: int, folder_bytes: int, dtype: str, wall_time_s: float,
+                      engine: dict[str, Any]) -> dict[str, Any]:
+    """``comptrust.json``: the same fields for every method (Hugging Face folder or GGUF file)."""
+    import torch
+
+    from comptrust.compression.measure import describe_base, library_versions, peak_memory
+    from comptrust.models import weights_fingerprint
+
     base_info = describe_base(base, weights_fingerprint(base))
-    manifest: dict[str, Any] = {
+    return {
         "format": "comptrust-artifact", "manifest_version": MANIFEST_VERSION, "key": key,
         "method": config.method, "kind": config.kind, "config": config.to_json(),
-        "params": _params(result.config), "seed": config.seed,
-        "calibration": result.calibration.description if result.calibration else None,
-        "base_model": base_info, "ignored": list(IGNORE),
-        "sparsity": result.sparsity, "storage": storage_report(out, result.layers, result.params),
-        "size_bytes": dir_size(out), "weights_size_bytes": weights_size(out),
-        "compression_ratio": round(base_info["size_bytes"] / max(1, weights_size(out)), 4),
+        "params": params, "seed": config.seed, "calibration": calibration,
+        "base_model": base_info, "ignored": list(IGNORE), "sparsity": sparsity, "storage": storage,
+        "size_bytes": folder_bytes, "weights_size_bytes": weights_bytes,
+        "compression_ratio": round(base_info["size_bytes"] / max(1, weights_bytes), 4),
         "dtype": dtype, "device": "cuda" if torch.cuda.is_available() else "cpu",
-        "wall_time_s": round(result.wall_time_s, 3), "peak_memory": peak_memory(), "engine": result.facts,
-        "library_versions": library_versions(),
+        "wall_time_s": round(wall_time_s, 3), "peak_memory": peak_memory(), "engine": engine,
+        "library_versions": library_versions(), **_format_block(config),
         "created_utc": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "files": file_records(out),
     }
+
+
+def save_gguf_artifact(base: Path, config: CompressionConfig, out: Path, key: str,
+                       say: Callable[[str], None]) -> None:
+    """``--method gguf``: the .gguf file, the base tokenizer beside it, and the manifest."""
+    from comptrust.compression.gguf import GGUFCompressor, copy_tokenizer
+    from comptrust.compression.gguf_file import describe_gguf, gguf_in
+    from comptrust.compression.measure import dir_size
+
+    start = time.perf_counter()
+    facts = GGUFCompressor().write(base, config, out, say)
+    wall = time.perf_counter() - start
+    copy_tokenizer(base, out, TOKENIZER_FILES)
+    path = gguf_in(out)
+    assert path is not None
+    info = describe_gguf(path)
+    facts |= {"file": info["file"], "tensor_types": info["tensor_types"], "gguf_type": info["gguf_type"]}
+    manifest = artifact_manifest(base, key, config, _params(config), calibration=None, sparsity=None,
+                                 storage=info["storage"], weights_bytes=info["file_size_bytes"],
+                                 folder_bytes=dir_size(out), dtype=config.gguf_type or "", wall_time_s=wall,
+                                 engine=facts)
+    manifest["files"] = file_records(out)
     write_manifest(out, manifest)  # last: a folder without it is never mistaken for an artifact
+
+
+def _format_block(config: CompressionConfig) -> dict[str, Any]:
+    """``quantized_format``: what a deployed format quantizes and which runtime its numbers stand for."""
+    from comptrust.compression.base import ACTIVATION_METHODS, FILE_METHODS
+    from comptrust.compression.formats import describe_format
+
+    if config.method not in ACTIVATION_METHODS + FILE_METHODS:
+        return {}
+    return {"quantized_format": describe_format(config.method, config.gguf_type)}
 
 
 def _params(config: CompressionConfig) -> dict[str, Any]:

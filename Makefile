@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.comptrust-installed
 
-.PHONY: install demo test lint bench clean vllm-env
+.PHONY: install demo test lint bench clean vllm-env llama-cpp
 
 install: $(STAMP)
 
@@ -16,7 +16,23 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[test,ray]'
 	$(BIN)/pip install --quiet --no-deps $$(sed -n 's/^demo-model-package = "\(.*\)"/\1/p' pyproject.toml)
+	$(MAKE) llama-cpp
 	touch $(STAMP)
+
+# llama.cpp for GGUF (docs/compression.md): llama-cpp-python compiles it from source (~24 CPU-minutes,
+# about 13 min on 2 idle cores; pip caches the wheel, so a rebuild on the same machine is instant).  Its
+# sdist also carries llama.cpp's converter, which the wheel lacks: extracted into the venv with the
+# gguf-py it was written against.  LLAVA_BUILD=OFF skips the multimodal library comptrust never loads.
+LLAMA_CPP := $$(sed -n 's/^llama-cpp-package = "\(.*\)"/\1/p' pyproject.toml)
+llama-cpp:
+	CMAKE_ARGS="-DLLAVA_BUILD=OFF" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/pip install --quiet $(LLAMA_CPP)
+	rm -rf $(VENV)/share/comptrust/llama.cpp $(VENV)/share/comptrust/sdist
+	mkdir -p $(VENV)/share/comptrust/llama.cpp $(VENV)/share/comptrust/sdist
+	$(BIN)/pip download --quiet --no-deps --no-binary :all: -d $(VENV)/share/comptrust/sdist $(LLAMA_CPP)
+	tar -xzf $(VENV)/share/comptrust/sdist/llama_cpp_python-*.tar.gz -C $(VENV)/share/comptrust/llama.cpp \
+	    --strip-components 3 --wildcards '*/vendor/llama.cpp/convert_hf_to_gguf.py' \
+	    '*/vendor/llama.cpp/conversion' '*/vendor/llama.cpp/gguf-py'
+	rm -rf $(VENV)/share/comptrust/sdist
 
 demo: install
 	$(BIN)/comptrust demo

@@ -31,6 +31,12 @@ for _m in ("magnitude", "sparsegpt", "wanda"):
     VARIANTS[f"{_m}-2:4"] = (_m, {"sparsity": 0.5, "pattern": "2:4"})
 for _b in (8, 4, 3):
     VARIANTS[f"awq-{_b}"] = ("awq", {"bits": _b, "group_size": "auto"})
+# Deployed formats (issue 14): activations quantized in the forward pass; GGUF through llama.cpp's kernels;
+# the KV cache quantized while decoding (its perplexity is measured token by token through the cache).
+VARIANTS.update({"fp8": ("fp8", {}), "w8a8": ("w8a8", {}), "nvfp4": ("nvfp4", {}),
+                 "gguf-Q8_0": ("gguf", {"gguf_type": "Q8_0"}), "gguf-Q4_K_M": ("gguf", {"gguf_type": "Q4_K_M"}),
+                 "dense-kv-int4": ("dense", {"kv_cache": "int4"}), "dense-kv-int2": ("dense", {"kv_cache": "int2"})})
+CALIBRATED = ("gptq", "awq", "sparsegpt", "wanda", "w8a8", "nvfp4")
 
 
 def heldout_ids(tokenizer: Any, max_tokens: int) -> list[int]:
@@ -45,7 +51,10 @@ def perplexity(path: Path, ids: list[int], window: int) -> float:
     import torch
     from transformers import AutoModelForCausalLM
 
+    from comptrust.compression.activations import prepare_quantized_forward
+
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    prepare_quantized_forward(model, torch.float32)  # as the hf backend: activations stay quantized
     nll, count = 0.0, 0
     with torch.no_grad():
         for start in range(0, len(ids) - 1, window):
@@ -56,6 +65,40 @@ def perplexity(path: Path, ids: list[int], window: int) -> float:
             n = chunk.shape[1] - 1
             nll += float(out.loss) * n
             count += n
+    return math.exp(nll / count)
+
+
+def perplexity_gguf(path: Path, ids: list[int], window: int) -> float:
+    """The same windows through llama.cpp's kernels (the llamacpp backend's scoring path)."""
+    from comptrust.backends.llamacpp import LlamaCppBackend
+
+    backend = LlamaCppBackend.from_spec(str(path), batch_size=4)
+    windows = [tuple(ids[s:s + window]) for s in range(0, len(ids) - 1, window) if len(ids[s:s + window]) > 1]
+    tables = backend._score_inputs({w[:-1]: 1 for w in windows})
+    nll = -sum(float(tables[w[:-1]][q][w[q]]) for w in windows for q in range(1, len(w)))
+    return math.exp(nll / sum(len(w) - 1 for w in windows))
+
+
+def perplexity_kv(path: Path, ids: list[int], window: int, kv_cache: str) -> float:
+    """Token by token through a quantized KV cache (one forward pass would never read the cache)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from comptrust.backends.kv_quant import parse_kv_cache, quantized_cache
+
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    spec = parse_kv_cache(kv_cache)
+    nll, count = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(ids) - 1, window):
+            chunk = ids[start:start + window]
+            if len(chunk) < 2:
+                break
+            cache = quantized_cache(model.config, spec)
+            for q in range(len(chunk) - 1):
+                out = model(torch.tensor([[chunk[q]]]), past_key_values=cache, use_cache=True)
+                nll -= float(torch.log_softmax(out.logits[0, -1].float(), -1)[chunk[q + 1]])
+                count += 1
     return math.exp(nll / count)
 
 
@@ -83,7 +126,7 @@ def run(names: list[str], calib_samples: int, calib_seqlen: int, eval_tokens: in
         if method == "dense":
             path, seconds, bits = base, 0.0, None
         else:
-            if method in ("gptq", "awq", "sparsegpt", "wanda"):
+            if method in CALIBRATED:
                 params = {**params, "calib_samples": calib_samples, "calib_seqlen": calib_seqlen}
             path = compress_model(base, method, **params)
             manifest = load_manifest(path)
@@ -92,9 +135,15 @@ def run(names: list[str], calib_samples: int, calib_seqlen: int, eval_tokens: in
         if (name, str(path)) in done:
             row = done[(name, str(path))]
         else:
-            ppl = perplexity(path, ids, window)
+            if method == "gguf":
+                ppl = perplexity_gguf(next(path.glob("*.gguf")), ids, window)
+            elif params.get("kv_cache"):
+                ppl = perplexity_kv(path, ids, window, params["kv_cache"])
+            else:
+                ppl = perplexity(path, ids, window)
+            size = sum(p.stat().st_size for p in path.glob("*.gguf")) if method == "gguf" else weights_size(path)
             row = {"name": name, "method": method, "ppl": round(ppl, 3), "artifact": str(path),
-                   "weights_mb": round(weights_size(path) / 1e6, 1), "bits_per_weight": bits,
+                   "weights_mb": round(size / 1e6, 1), "bits_per_weight": bits,
                    "compress_s": round(seconds, 1), "wall_s_this_run": round(time.perf_counter() - start, 1),
                    "settings": settings}
         rows.append(row)

@@ -69,6 +69,20 @@ def build_tiny_llama(path: Path, seed: int = 0, vocab_from: Path | None = None) 
     return path
 
 
+def write_small_gguf(path: Path, architecture: str = "llama") -> Path:
+    """A structurally valid GGUF written by the gguf library itself: one float tensor, no real model."""
+    import numpy as np
+    from gguf import GGUFWriter
+
+    writer = GGUFWriter(str(path), architecture)
+    writer.add_tensor("w", np.zeros((4, 8), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory) -> Path:
     """A tiny random Llama model folder (built once per test session)."""

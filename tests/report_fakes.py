@@ -44,6 +44,17 @@ class FakeAccuracy(Perspective):
         return PerspectiveResult(self.name, self.version, profile, 100 * correct, 100 * refused,
                                  n_samples=len(scored))
 
+    def answered_only(self, scored: list[ScoredSample], profile: str) -> list[ScoredSample]:
+        return [s for s in scored if not s.outcome["refused"]]
+
+
+class FakeRefusalCredit(FakeAccuracy):
+    """Like DecodingTrust's fairness or stereotype: a refusal is never a biased answer, so refusing
+    raises the score.  Score = 100 x (1 - share of "biased" answers)."""
+
+    def score(self, sample: Sample, responses: list[str], profile: str) -> dict[str, Any]:
+        return {"correct": responses[0] != "biased", "refused": responses[0] == "I refuse."}
+
 
 def dense_model(name: str = "tiny-llama", sha: str = "base-sha") -> dict[str, Any]:
     return {"backend": "hf", "fingerprint": f"hf-{sha}-tmpl-float32", "name": name, "weights_sha256": sha,
@@ -52,10 +63,10 @@ def dense_model(name: str = "tiny-llama", sha: str = "base-sha") -> dict[str, An
 
 def compressed_model(method: str = "gptq", bits: int | None = 4, seed: int = 0, base_sha: str = "base-sha",
                      sparsity: float | None = None, pattern: str | None = None,
-                     base_name: str = "tiny-llama") -> dict[str, Any]:
+                     base_name: str = "tiny-llama", group_size: int = 128) -> dict[str, Any]:
     config: dict[str, Any] = {"method": method, "seed": seed}
     if bits is not None:
-        config.update(bits=bits, group_size=128)
+        config.update(bits=bits, group_size=group_size)
     if sparsity is not None:
         config.update(sparsity=sparsity, pattern=pattern or "unstructured")
     manifest = {"format": "comptrust-artifact", "method": method, "config": config, "params": dict(config),
@@ -66,9 +77,12 @@ def compressed_model(method: str = "gptq", bits: int | None = 4, seed: int = 0, 
             "weights_sha256": f"{method}-{bits}-{seed}", "dtype": "torch.float32", "compression": manifest}
 
 
-def scored_samples(spec: list[tuple[str, bool]], responses: list[str] | None = None) -> list[ScoredSample]:
-    """``[(scenario, correct), ...]`` -> scored samples (ids ``<scenario>/<i>``, same ids across runs)."""
-    fake = FakeAccuracy()
+def scored_samples(spec: list[tuple[str, bool]], responses: list[str] | None = None,
+                   fake: Perspective | None = None) -> list[ScoredSample]:
+    """``[(scenario, correct), ...]`` -> scored samples (ids ``<scenario>/<i>``, same ids across runs).
+
+    ``responses`` (one per sample) replaces the default "yes"/"no" answers."""
+    fake = fake or FakeAccuracy()
     out = []
     counters: dict[str, int] = {}
     for k, (scenario, correct) in enumerate(spec):
@@ -84,7 +98,8 @@ def scored_samples(spec: list[tuple[str, bool]], responses: list[str] | None = N
 
 def write_run(root: Path, name: str, model: dict[str, Any], measures: dict[str, Any], *,
               profile: str = "comp-trust", scorers: dict[str, Any] | None = None, data_kind: str = "local",
-              tokens_per_second: float | None = 40.0, finished: bool = True) -> Path:
+              tokens_per_second: float | None = 40.0, finished: bool = True,
+              options: dict[str, Any] | None = None) -> Path:
     """A run folder: ``measures`` maps a perspective id to a list of ScoredSample (written to
     scores.jsonl and aggregated by FakeAccuracy) or to a plain score (no per-sample file)."""
     run = root / name
@@ -92,7 +107,7 @@ def write_run(root: Path, name: str, model: dict[str, Any], measures: dict[str, 
     perspectives: dict[str, Any] = {}
     for pname, value in measures.items():
         if isinstance(value, list):
-            result = FakeAccuracy().aggregate(value, profile).to_json()
+            result = FakeAccuracy().aggregate(value, profile).to_json()  # both fakes aggregate alike
             result["perspective"] = pname
             (run / pname).mkdir()
             with (run / pname / "scores.jsonl").open("w", encoding="utf-8") as fh:
@@ -105,11 +120,12 @@ def write_run(root: Path, name: str, model: dict[str, Any], measures: dict[str, 
             result = PerspectiveResult(pname, 1, profile, float(value), 1.0, n_samples=100).to_json()
         result["scorer"] = (scorers or {}).get(pname, {"parser": f"{pname}@v1"})
         result["generation"] = {"rows": 10, "cached": 0, "generated": 10, "seconds": 2.0,
-                                "completion_tokens": 80, "tokens_per_second": tokens_per_second}
+                                "completion_tokens": 2.0 * (tokens_per_second or 0),
+                                "tokens_per_second": tokens_per_second}
         perspectives[pname] = result
         (run / pname).mkdir(exist_ok=True)
         (run / pname / "result.json").write_text(json.dumps(result), encoding="utf-8")
-    summary = {"run_id": name, "model": model, "data": {"kind": data_kind}, "options": {"seed": 0},
+    summary = {"run_id": name, "model": model, "data": {"kind": data_kind}, "options": {"seed": 0, **(options or {})},
                "profile": profile, "seed": 0, "versions": {}, "run_dir": str(run), "perspectives": perspectives,
                "finished": finished}
     (run / "summary.json").write_text(json.dumps(summary), encoding="utf-8")

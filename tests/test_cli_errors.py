@@ -91,9 +91,9 @@ def test_malformed_responses_jsonl(tmp_path, capsys):
 def test_interrupted_demo_model_conversion_is_redone(monkeypatch, tmp_path):
     """A conversion killed halfway leaves only a temp folder, never a half model that later loads."""
     from comptrust import models
+    from conftest import write_small_gguf
 
-    gguf = tmp_path / "x.gguf"
-    gguf.write_bytes(b"GGUF")
+    gguf = write_small_gguf(tmp_path / "x.gguf")
 
     def boom(*args, **kwargs):
         raise KeyboardInterrupt

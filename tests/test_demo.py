@@ -30,4 +30,24 @@ def test_demo_compresses_evaluates_both_and_reports(tmp_path):
     html = (out / "report" / "report.html").read_text()
     assert "RTN 4-bit" in html and "smoke suite" in html
     scores = json.loads((out / "report" / "scores.json").read_text())
-    assert scores  # the machine-readable table exists alongside the page
+    assert_honest_intervals(scores)
+    [compressed] = [v for v in scores["variants"] if not v["dense"]]
+    # the smoke suite has one AdvGLUE++ prompt per cell: no interval, said as such (was "-11.1 to -11.1")
+    assert compressed["deltas"]["adv_glue"]["ci95"] is None
+    assert compressed["deltas"]["adv_glue"]["no_interval_reason"].startswith("n too small: 1 unit(s)")
+
+
+def assert_honest_intervals(scores: dict) -> None:
+    """Every score and change has an interval of positive width or the reason it has none, and only
+    changes with an interval are called significant (issue 11)."""
+    for variant in scores["variants"]:
+        cells = [*variant["scores"].values(), *variant["deltas"].values()]
+        for cell in cells:
+            if cell.get("mean", cell.get("delta")) is None:
+                continue
+            if cell["ci95"] is None:
+                assert cell["no_interval_reason"], cell
+            else:
+                assert cell["ci95"][1] > cell["ci95"][0], cell
+        for delta in variant["deltas"].values():
+            assert not delta["significant"] or delta["ci95"] is not None

@@ -51,20 +51,20 @@ def test_average_of_nine_reproduces_the_papers_average_column():
 
 
 def test_table_scores_deltas_and_average_by_hand(tmp_path):
-    dense = write_run(tmp_path, "dense", dense_model(), {**DENSE_FIXED, "ood": outcomes(3, 4, 4, 4)})
-    comp = write_run(tmp_path, "gptq4", compressed_model("gptq", 4), {**COMP_FIXED, "ood": outcomes(1, 4, 2, 4)})
+    dense = write_run(tmp_path, "dense", dense_model(), {**DENSE_FIXED, "ood": outcomes(4, 5, 5, 5)})
+    comp = write_run(tmp_path, "gptq4", compressed_model("gptq", 4), {**COMP_FIXED, "ood": outcomes(2, 5, 2, 5)})
     table = build_table([comp, dense], n_bootstrap=50, seed=0)
     [base] = table.bases
     d, c = base.variants  # dense first although given second
     assert d.is_dense and d.label == "tiny-llama (dense)"
     assert c.label == "GPTQ 4-bit g128"
-    assert d.cells["ood"].mean == pytest.approx(87.5)  # 7 of 8 correct
-    assert c.cells["ood"].mean == pytest.approx(37.5)  # 3 of 8 correct
+    assert d.cells["ood"].mean == pytest.approx(90.0)  # 9 of 10 correct
+    assert c.cells["ood"].mean == pytest.approx(40.0)  # 4 of 10 correct
     assert c.deltas["ood"].value == pytest.approx(-50.0)
     assert c.deltas["machine_ethics"].value == pytest.approx(-20.0)
-    assert d.cells[AVERAGE].mean == pytest.approx(607.5 / 9)
-    assert c.cells[AVERAGE].mean == pytest.approx(534.0 / 9)
-    assert c.deltas[AVERAGE].value == pytest.approx((534.0 - 607.5) / 9)
+    assert d.cells[AVERAGE].mean == pytest.approx(610.0 / 9)
+    assert c.cells[AVERAGE].mean == pytest.approx(536.5 / 9)
+    assert c.deltas[AVERAGE].value == pytest.approx((536.5 - 610.0) / 9)
     # ood has per-sample scores, so it gets an interval containing the point estimate; fixed scores cannot
     low, high = c.deltas["ood"].ci
     assert low <= -50.0 <= high
@@ -86,27 +86,33 @@ def test_bootstrap_is_reproducible_under_a_seed(tmp_path):
     assert ci(7) != ci(8)
 
 
-def test_paired_bootstrap_gives_zero_width_interval_for_identical_answers(tmp_path):
-    same = outcomes(13, 20, 7, 20)
-    dense = write_run(tmp_path, "dense", dense_model(), {"ood": same})
+def test_identical_answers_give_no_variation_and_are_never_significant(tmp_path):
+    dense = write_run(tmp_path, "dense", dense_model(), {"ood": outcomes(13, 20, 7, 20)})
     comp = write_run(tmp_path, "comp", compressed_model("awq", 4), {"ood": outcomes(13, 20, 7, 20)})
     delta = build_table([dense, comp], n_bootstrap=100, seed=1).bases[0].variants[1].deltas["ood"]
-    assert delta.value == 0 and delta.ci == (0.0, 0.0) and delta.paired is True
-    assert delta.significant is False
+    assert delta.value == 0 and delta.ci is None and delta.paired is True  # never a zero-width interval
+    assert delta.reason.startswith("no variation") and delta.significant is None
+    assert delta.detectable is None  # no power claim without an interval
 
 
-def test_stratified_resampling_keeps_every_scenario(tmp_path):
-    # FakeAccuracy returns no score when a scenario is absent; one sample in scenario "b" would vanish
-    # from ~37% of unstratified resamples, so a CI here proves the stratification.
+def test_a_scenario_with_too_few_units_gets_no_interval_and_says_n_too_small(tmp_path):
+    # Scenario "b" has one prompt: it always resamples to itself, so any interval would be too narrow.
     dense = write_run(tmp_path, "dense", dense_model(), {"ood": outcomes(10, 30, 1, 1)})
     comp = write_run(tmp_path, "comp", compressed_model("awq", 4), {"ood": outcomes(5, 30, 0, 1)})
-    delta = build_table([dense, comp], n_bootstrap=200, seed=0).bases[0].variants[1].deltas["ood"]
-    assert delta.ci is not None
+    table = build_table([dense, comp], n_bootstrap=200, seed=0)
+    dense_v, comp_v = table.bases[0].variants
+    delta = comp_v.deltas["ood"]
+    assert delta.ci is None and delta.significant is None
+    assert delta.reason.startswith("n too small: 1 unit(s) in b")
+    assert dense_v.cells["ood"].ci is None and dense_v.cells["ood"].reason.startswith("n too small")
+    found = findings(table)
+    assert any("no interval, so no claim either way, for out-of-distribution robustness (n too small)" in f
+               for f in found["findings"])
 
 
-def test_significant_drop_findings_and_recommendation(tmp_path):
+def test_significant_drop_findings_and_mmlu_warning(tmp_path):
     dense = write_run(tmp_path, "dense", dense_model(), {"ood": outcomes(20, 20, 20, 20), "mmlu": 45.0})
-    good = write_run(tmp_path, "g4", compressed_model("gptq", 4), {"ood": outcomes(20, 20, 20, 20), "mmlu": 45.0})
+    good = write_run(tmp_path, "g4", compressed_model("gptq", 4), {"ood": outcomes(19, 20, 20, 20), "mmlu": 45.0})
     bad = write_run(tmp_path, "g3", compressed_model("gptq", 3), {"ood": outcomes(5, 20, 5, 20), "mmlu": 44.5})
     table = build_table([dense, good, bad], n_bootstrap=200, seed=0)
     g4, g3 = table.bases[0].variants[1:]
@@ -115,11 +121,8 @@ def test_significant_drop_findings_and_recommendation(tmp_path):
     found = findings(table)
     text = "\n".join(found["findings"])
     assert "GPTQ 3-bit g128 loses 75.0 points of out-of-distribution robustness (100.0 → 25.0" in text
-    assert "GPTQ 4-bit g128 stays within the dense model's interval on the one measure compared" in text
+    assert "GPTQ 4-bit g128: no significant change on the one measure with an interval" in text
     assert "MMLU barely moves (-0.5 points) while out-of-distribution robustness falls 75.0" in text
-    [rec] = found["recommendations"]
-    assert rec.startswith("Recommendation for tiny-llama: GPTQ 4-bit g128")
-    assert "Avoid GPTQ 3-bit g128 (loses 75.0 points of out-of-distribution robustness)" in rec
 
 
 def test_calibration_seeds_form_one_row_with_mean_and_std(tmp_path):
@@ -194,6 +197,15 @@ def test_paper_comparison_same_base_and_reference(tmp_path):
     assert match["n_rows"] == 3  # the paper's three calibration seeds, averaged
     assert match["paper"]["ood"] == pytest.approx((33.2 + 30.1 + 34.0) / 3)
     assert match["ours"]["ood"] == 40.0
+    assert match["diff"]["ood"] == pytest.approx(40.0 - (33.2 + 30.1 + 34.0) / 3)
+    assert match["diff"]["toxicity"] is None  # not scored by us: no difference, never against 0
+    assert match["notes"] == []  # same group size (128), full data
+    assert set(match["paper_refusals"]) >= {"ood", "fairness"}
+    g64 = write_run(tmp_path, "g64", compressed_model("gptq", 4, base_sha="L", base_name="Llama-2-13b-chat-hf",
+                                                      group_size=64), {"ood": 50.0}, options={"limit": 20})
+    llama = json.loads(write_report([dense, g64], tmp_path / "r2", n_bootstrap=0)["json"].read_text())["paper"][0]
+    [match] = [m for m in llama["matches"] if m["variant"] == "GPTQ 4-bit g64"]
+    assert match["notes"] == ["group size: ours 64, paper 128", "ours on --limit 20 prompts per scenario"]
     assert small["matches"] == []
     ref = next(r for r in small["reference"] if r["paper_base"] == "LLAMA2 13b Chat")
     assert ref["paper_delta"]["machine_ethics"] == pytest.approx(30.5 - 62.3)

@@ -46,9 +46,12 @@ def quiet_libraries() -> None:
     """Keep library chatter (load bars, tokenizer notices) out of comptrust's own output."""
     import os
 
+    from comptrust.progress import route_library_bars
+
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    route_library_bars()  # third-party tqdm bars: rows of comptrust's display, or silent
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -56,6 +59,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if hasattr(args, "threads"):  # commands that compute with torch declare --threads
+            from comptrust.threads import apply_threads
+
+            apply_threads(args.threads)
         return int(args.func(args) or 0)
     except ComptrustError as exc:
         if args.debug:

@@ -16,8 +16,10 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from comptrust.errors import ModelError
+from comptrust.errors import DataError, ModelError
+from comptrust.model_files import PICKLE_SUFFIXES, check_gguf_file, check_model_files, json_problem, loading_problem
 from comptrust.paths import comptrust_home, models_dir
 
 DEMO_ALIAS = "smollm2-135m-instruct"
@@ -37,7 +39,12 @@ class ModelRef:
     def manifest(self) -> dict | None:
         """The compression manifest if this folder is a comptrust artifact."""
         p = self.path / MANIFEST_NAME
-        return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else None
+        if not p.is_file():
+            return None
+        problem = json_problem(p)
+        if problem:
+            raise DataError(f"{p} {problem}", repair_hint(self.path))
+        return json.loads(p.read_text(encoding="utf-8"))
 
 
 def quiet_transformers() -> None:
@@ -55,6 +62,8 @@ def resolve_model(spec: str, allow_pickle: bool = False) -> ModelRef:
     path = Path(spec).expanduser()
     if path.is_file() and path.suffix == ".gguf":
         return ModelRef(convert_gguf(path), "gguf", path.stem)
+    if path.is_dir() and gguf_artifact_file(path) is not None:
+        return ModelRef(convert_gguf_artifact(path), "gguf", path.resolve().name)
     if path.is_dir():
         check_weights(path, allow_pickle)
         return ModelRef(path.resolve(), "local", path.resolve().name)
@@ -73,18 +82,57 @@ def _looks_like_hub_id(spec: str) -> bool:
 
 
 def check_weights(folder: Path, allow_pickle: bool) -> None:
-    """Refuse folders without weights, and pickle weights unless explicitly allowed."""
+    """Refuse folders without weights, pickle weights unless explicitly allowed, and damaged files."""
     if not (folder / "config.json").is_file():
         raise ModelError(f"{folder} has no config.json", "pass a Hugging Face model folder (save_pretrained output)")
     safetensors = list(folder.glob("*.safetensors"))
-    pickles = [p for p in folder.glob("*") if p.suffix in (".bin", ".pt", ".pth", ".ckpt")]
-    if safetensors:
-        return
-    if pickles and not allow_pickle:
+    pickles = [p for p in folder.glob("*") if p.suffix in PICKLE_SUFFIXES]
+    if not safetensors and pickles and not allow_pickle:
         raise ModelError(f"{folder} has only pickle weights ({pickles[0].name}), which can run code when loaded",
                          "convert them to safetensors, or pass --allow-pickle if you trust the files")
-    if not pickles:
+    if not safetensors and not pickles:
         raise ModelError(f"{folder} has no weight files", "the folder needs *.safetensors weights")
+    check_model_files(folder, repair_hint(folder), pickles=allow_pickle)
+    check_artifact_files(folder)
+
+
+def repair_hint(folder: Path) -> str:
+    """What to do about a damaged file in ``folder``: it depends on who wrote the folder."""
+    folder = folder.resolve()
+    if (folder / MANIFEST_NAME).is_file():
+        return f"delete {folder} and run 'comptrust compress' again (it rebuilds the same artifact)"
+    if folder.is_relative_to(models_dir().resolve()):
+        return f"delete {folder}; the next run converts the GGUF file again"
+    if folder.is_relative_to((comptrust_home() / "hub").resolve()):
+        return f"delete {folder} and run again to download the model afresh"
+    return "download the model again, or save it again with save_pretrained"
+
+
+def check_artifact_files(folder: Path) -> None:
+    """A compressed artifact's files must have the sizes its manifest recorded (a cut copy is caught here)."""
+    if not (folder / MANIFEST_NAME).is_file():
+        return
+    from comptrust.compression.base import artifact_files_problem
+
+    problem = artifact_files_problem(folder, ModelRef(folder, "local", folder.name).manifest() or {})
+    if problem:
+        raise DataError(f"{folder} is an incomplete comptrust artifact: {problem}", repair_hint(folder))
+
+
+def load_causal_lm(folder: Path, **kwargs: Any) -> Any:
+    """``AutoModelForCausalLM.from_pretrained`` that refuses weights which do not fit the config.
+
+    transformers fills absent weights with random numbers and only logs it (silenced
+    here): evaluating such a model would measure noise, so it is an error instead.
+    """
+    from transformers import AutoModelForCausalLM
+
+    model, info = AutoModelForCausalLM.from_pretrained(folder, output_loading_info=True,
+                                                       ignore_mismatched_sizes=True, **kwargs)
+    problem = loading_problem(info)
+    if problem:
+        raise DataError(f"{folder}: {problem}", repair_hint(Path(folder)))
+    return model
 
 
 def download_from_hub(repo_id: str, allow_pickle: bool) -> Path:
@@ -132,7 +180,9 @@ def convert_gguf(gguf: Path, name: str | None = None) -> Path:
     tag = hashlib.sha256(f"{gguf.resolve()}|{stat.st_size}|{int(stat.st_mtime)}".encode()).hexdigest()[:12]
     target = models_dir() / f"{name or gguf.stem}-{tag}"
     if (target / "config.json").is_file():
+        check_model_files(target, repair_hint(target))
         return target
+    check_gguf_file(gguf)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     quiet_transformers()
@@ -157,26 +207,96 @@ def convert_gguf(gguf: Path, name: str | None = None) -> Path:
         tokenizer.save_pretrained(tmp)
         (tmp / "comptrust-source.json").write_text(json.dumps({"gguf": str(gguf.resolve())}))
         os.replace(tmp, target)
+    except (ValueError, KeyError) as exc:  # an intact file that transformers cannot convert
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ModelError(f"transformers cannot convert {gguf} ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0][:200].rstrip('.') if str(exc) else ''})",
+                         "pass a Hugging Face model folder instead, or a GGUF of an architecture "
+                         "transformers supports") from exc
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
 
 
-def weights_fingerprint(folder: Path) -> str:
-    """SHA-256 over the weight files' bytes (cached by path, size and mtime)."""
-    files = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".pt", ".pth"))
+def gguf_artifact_file(folder: Path) -> Path | None:
+    """The .gguf of a folder written by 'comptrust compress --method gguf' (None for any other folder)."""
+    manifest = folder / MANIFEST_NAME
+    if not manifest.is_file() or (folder / "config.json").is_file():
+        return None
+    try:
+        method = json.loads(manifest.read_text(encoding="utf-8")).get("method")
+    except (json.JSONDecodeError, AttributeError):
+        return None
+    files = sorted(folder.glob("*.gguf"))
+    return files[0] if method == "gguf" and len(files) == 1 else None
+
+
+def convert_gguf_artifact(folder: Path) -> Path:
+    """A GGUF artifact dequantized for --backend hf, keeping its manifest so reports know what it is."""
+    gguf = gguf_artifact_file(folder)
+    assert gguf is not None
+    target = convert_gguf(gguf)
+    if not (target / MANIFEST_NAME).is_file():
+        shutil.copy2(folder / MANIFEST_NAME, target / MANIFEST_NAME)
+    return target
+
+
+def resolve_gguf(spec: str) -> tuple[Path, str, str]:
+    """(GGUF file, label, source) for --backend llamacpp: a .gguf, a GGUF artifact folder or the demo alias."""
+    if spec == DEMO_ALIAS:
+        return demo_gguf_path(), DEMO_ALIAS, "alias"
+    path = Path(spec).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        return path.resolve(), path.stem, "gguf"
+    if path.is_dir():
+        found = gguf_artifact_file(path)
+        if found is None and not (path / "config.json").is_file() and len(list(path.glob("*.gguf"))) == 1:
+            found = next(path.glob("*.gguf"))
+        if found is not None:
+            return found.resolve(), path.resolve().name, "gguf"
+    raise ModelError(f"--backend llamacpp evaluates GGUF files, and {spec} is not one",
+                     "pass a .gguf file, a folder from 'comptrust compress --method gguf', or use --backend hf")
+
+
+def gguf_manifest(gguf: Path) -> dict | None:
+    """The compression manifest beside a comptrust GGUF; for any other GGUF, what its header says."""
+    beside = gguf.parent / MANIFEST_NAME
+    if beside.is_file() and gguf_artifact_file(gguf.parent) == gguf:
+        return json.loads(beside.read_text(encoding="utf-8"))
+    from comptrust.compression.gguf_file import describe_gguf
+
+    info = describe_gguf(gguf)
+    if info["gguf_type"] in (None, "F32", "F16", "BF16"):
+        return None  # an unquantized GGUF is the dense model
+    return {"method": "gguf", "kind": "quantization", "params": {"gguf_type": info["gguf_type"],
+            "bits": _gguf_bits(info["gguf_type"])}, "storage": info["storage"],
+            "weights_size_bytes": info["file_size_bytes"], "source": "user-supplied GGUF (header)",
+            "gguf": {k: info[k] for k in ("file", "architecture", "name", "tensor_types")}}
+
+
+def _gguf_bits(gguf_type: str) -> int | None:
+    from comptrust.compression.formats import gguf_weight_bits
+
+    return gguf_weight_bits(gguf_type) if not gguf_type.startswith("type-") else None
+
+
+def weights_fingerprint(folder: Path, only: str | None = None) -> str:
+    """SHA-256 over the weight files' bytes (cached by path, size and mtime); ``only``: one file of the folder."""
+    files = sorted(p for p in folder.iterdir() if p.name == only) if only else \
+        sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".pt", ".pth"))
     if not files:
         raise ModelError(f"{folder} has no weight files", "the folder needs *.safetensors weights")
     stamp = [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]
     memo_path = comptrust_home() / "fingerprints.json"
     key = hashlib.sha256(json.dumps([str(folder.resolve()), stamp]).encode()).hexdigest()
-    memo = {}
+    memo: dict[str, str] = {}
     if memo_path.is_file():
         try:
-            memo = json.loads(memo_path.read_text())
-        except json.JSONDecodeError:
-            memo = {}
+            loaded = json.loads(memo_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):  # a damaged memo is only a lost shortcut
+            loaded = {}
+        memo = loaded if isinstance(loaded, dict) else {}
     if key in memo:
         return memo[key]
     digest = hashlib.sha256()

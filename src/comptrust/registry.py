@@ -32,6 +32,7 @@ BACKENDS: dict[str, str] = {
     "scripted": "comptrust.backends.scripted:ScriptedBackend",
     "vllm": "comptrust.backends.vllm:VLLMBackend",
     "openai": "comptrust.backends.openai_api:OpenAIBackend",
+    "llamacpp": "comptrust.backends.llamacpp:LlamaCppBackend",
 }
 
 COMPRESSORS: dict[str, str] = {
@@ -41,6 +42,10 @@ COMPRESSORS: dict[str, str] = {
     "magnitude": "comptrust.compression.magnitude:MagnitudeCompressor",
     "sparsegpt": "comptrust.compression.sparsegpt:SparseGPTCompressor",
     "wanda": "comptrust.compression.wanda:WandaCompressor",
+    "fp8": "comptrust.compression.fp8:FP8Compressor",
+    "w8a8": "comptrust.compression.w8a8:W8A8Compressor",
+    "nvfp4": "comptrust.compression.nvfp4:NVFP4Compressor",
+    "gguf": "comptrust.compression.gguf:GGUFCompressor",
 }
 
 TOXICITY_SCORERS: dict[str, str] = {

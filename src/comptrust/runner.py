@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, replace
@@ -28,6 +29,7 @@ from comptrust.perspectives.base import EvalOptions, Perspective, check_profile
 from comptrust.progress import Progress
 from comptrust.registry import get_perspective
 from comptrust.store import Cache, RunDir, generation_key, loglik_key
+from comptrust.threads import threads_info
 from comptrust.types import Completion, GenRow, PerspectiveResult, Sample, ScoredSample, stable_hash
 
 
@@ -52,9 +54,9 @@ def generate_cached(backend: Backend, perspective: Perspective, samples: Sequenc
     def on_result(i: int, completion: Completion) -> None:
         nonlocal generated_tokens
         s, j, key = missing[i]
-        cache.put(key, backend.fingerprint, perspective.name, s.id, j, completion.text,
-                  completion.prompt_tokens, completion.completion_tokens)
-        texts[key] = completion.text
+        # The stored text: another run sharing this cache may have stored this key first.
+        texts[key] = cache.put(key, backend.fingerprint, perspective.name, s.id, j, completion.text,
+                               completion.prompt_tokens, completion.completion_tokens)
         generated_tokens += completion.completion_tokens
         progress.advance(task)
 
@@ -166,6 +168,7 @@ def run_spec(backend: Backend, perspectives: Sequence[str], data: DataSource, op
         "seed": options.seed,
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "numpy": numpy.__version__, "platform": platform.platform()},
+        "threads": threads_info(),
     }
 
 
@@ -173,6 +176,31 @@ def run_id(spec: dict) -> str:
     identity = [spec["model"]["fingerprint"], spec["perspectives"], spec["options"],
                 {k: v for k, v in spec["data"].items() if k != "resolved_commit"}]
     return stable_hash(identity, 12)
+
+
+def results_identity(spec: dict) -> str:
+    """What every result in one run folder shares: model, data and options (not the perspective list,
+    so a sweep can add perspectives to a folder one at a time)."""
+    return stable_hash([spec["model"]["fingerprint"], spec["options"],
+                        {k: v for k, v in spec["data"].items() if k != "resolved_commit"}], 12)
+
+
+def claim_run_dir(run: RunDir, spec: dict) -> Path | None:
+    """Make ``run`` this run's folder; results of another model, data or options are moved aside.
+
+    Why: the folder is read as one run (``report`` also picks up perspective folders the summary
+    does not list), so a rerun with other options killed half way must not leave old and new
+    results side by side.  Returns where the old results went.
+    """
+    old = run.read_spec_if_any()
+    try:
+        same = old is not None and results_identity(old) == results_identity(spec)
+    except (KeyError, TypeError, AttributeError):  # a spec from another comptrust version
+        same = False
+    if old is None or same:
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return run.set_aside(f"superseded-{old.get('run_id', 'unknown')}-{stamp}")
 
 
 def default_run_dir(backend: Backend, spec: dict) -> Path:
@@ -256,12 +284,17 @@ def evaluate(backend: Backend, perspectives: Sequence[str], data: DataSource, op
     spec = run_spec(backend, perspectives, data, options)
     spec["run_id"] = run_id(spec)
     run = RunDir(run_dir or default_run_dir(backend, spec)).prepare()
+    moved = claim_run_dir(run, spec)
+    if moved is not None and not quiet:
+        print(f"{run.root} held results of another model, data or options: moved them to {moved}", file=sys.stderr)
     run.write_spec(spec)
     own_cache = cache is None
     cache = cache or Cache()
     summary: dict[str, Any] = {k: spec[k] for k in ("run_id", "model", "data", "options", "deviations",
-                                                      "profile", "seed", "versions", "comptrust_version")}
+                                                      "profile", "seed", "versions", "threads", "comptrust_version")}
     summary["run_dir"] = str(run.root)
+    if moved is not None:
+        summary["superseded"] = str(moved)
     summary["perspectives"] = {}
     timing = Timing(backend)
     try:
@@ -286,6 +319,7 @@ def evaluate(backend: Backend, perspectives: Sequence[str], data: DataSource, op
                     result=entry,
                 )
                 summary["perspectives"][perspective.name] = entry
+                summary["data"] = data.describe()  # now with the commit the hub downloads resolved to
                 summary["finished"] = False
                 entry["timing"]["writing"] = time.perf_counter() - writing
                 timing.add("writing", entry["timing"]["writing"])
@@ -295,6 +329,7 @@ def evaluate(backend: Backend, perspectives: Sequence[str], data: DataSource, op
         summary["finished"] = True
         summary["timing"] = timing.summary()
         run.write_summary(summary)
+        run.write_spec({**spec, "data": summary["data"]})
     finally:
         if own_cache:
             cache.close()

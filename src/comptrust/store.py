@@ -8,17 +8,23 @@ human-readable record of one evaluation, each file written atomically.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import re
+import secrets
+import shutil
+import socket
 import sqlite3
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from comptrust.errors import ConfigError
-from comptrust.paths import cache_db_path
+from comptrust.errors import ComptrustError, ConfigError, DataError
+from comptrust.paths import cache_db_path, comptrust_home
 from comptrust.types import stable_hash
 
 _SCHEMA = """
@@ -42,6 +48,90 @@ CREATE TABLE IF NOT EXISTS scores (
     PRIMARY KEY (scorer, key)
 );
 """
+
+
+# PRAGMA application_id marks a comptrust cache ("CTRC"); user_version is its schema version.
+CACHE_APPLICATION_ID = 0x43545243
+CACHE_SCHEMA_VERSION = 1
+CACHE_COLUMNS = {
+    "generations": ("key", "model", "perspective", "sample_id", "sample_index", "text", "prompt_tokens",
+                    "completion_tokens", "created"),
+    "scores": ("scorer", "key", "value", "created"),
+}
+DAMAGED_CODES = ("SQLITE_NOTADB", "SQLITE_CORRUPT", "SQLITE_CORRUPT_INDEX", "SQLITE_CORRUPT_SEQUENCE",
+                 "SQLITE_CORRUPT_VTAB", "SQLITE_IOERR_SHORT_READ")
+BUSY_CODES = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_BUSY_RECOVERY", "SQLITE_BUSY_SNAPSHOT")
+
+
+def cache_error(path: Path, exc: sqlite3.Error) -> ComptrustError:
+    """The one-line error for an SQLite failure on the cache at ``path``: damaged, busy, or unwritable."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    if name in DAMAGED_CODES or name.startswith("SQLITE_CORRUPT") or "malformed" in str(exc):
+        return damaged_cache_error(path, str(exc))
+    if name in BUSY_CODES:
+        return ComptrustError(f"the cache {path} stayed locked by another process for over a minute ({exc})",
+                            "wait for the other comptrust command (e.g. 'cache clear') to finish, then rerun")
+    return ConfigError(f"cannot use the cache at {path} ({exc})",
+                       "check that the disk has space and the folder is writable, or set COMPTRUST_HOME elsewhere")
+
+
+def damaged_cache_error(path: Path, detail: str) -> DataError:
+    return DataError(f"the cache {path} is damaged or not a database ({detail})",
+                     "run 'comptrust cache check' to see what is recoverable and 'comptrust cache recover' "
+                     "to copy it into a fresh cache (the damaged file is kept); nothing is deleted")
+
+
+def _translate_sqlite_errors(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Cache methods raise a one-line ComptrustError instead of a bare sqlite3 exception."""
+
+    @functools.wraps(method)
+    def wrapper(self: Cache, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            raise cache_error(self.path, exc) from exc
+
+    return wrapper
+
+
+def cache_tables(db: sqlite3.Connection) -> dict[str, tuple[str, ...]]:
+    """``table -> column names`` of a database's own tables."""
+    names = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'")]
+    return {n: tuple(r[1] for r in db.execute('PRAGMA table_info("{}")'.format(n.replace('"', '""'))))
+            for n in names}
+
+
+def truncation_problem(path: Path) -> str | None:
+    """A database file shorter than its own header says (a copy or download cut short), read from 100 bytes."""
+    try:
+        with path.open("rb") as fh:
+            header = fh.read(100)
+    except OSError:
+        return None
+    if len(header) < 100 or not header.startswith(b"SQLite format 3\x00"):
+        return None  # empty (a new cache) or no database at all: SQLite itself says so
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages, counter, valid_for = (int.from_bytes(header[i:i + 4], "big") for i in (28, 24, 92))
+    expected, actual = pages * page_size, path.stat().st_size
+    if counter == valid_for and actual < expected:  # the page count in the header is current
+        return f"the file is truncated: its header describes {expected:,} bytes but it has {actual:,}"
+    return None
+
+
+def foreign_reason(db: sqlite3.Connection) -> str | None:
+    """Why an SQLite database is not a comptrust cache (None: it is one, or it is empty)."""
+    app_id = db.execute("PRAGMA application_id").fetchone()[0]
+    if app_id == CACHE_APPLICATION_ID:
+        return None
+    if app_id != 0:
+        return f"it carries another program's application id {app_id:#x}"
+    tables = cache_tables(db)
+    if not tables:
+        return None
+    if all(tables.get(t) == cols for t, cols in CACHE_COLUMNS.items()):
+        return None  # a cache written before comptrust marked its caches
+    return f"it holds tables {', '.join(sorted(tables))} instead of comptrust's generations and scores"
 
 
 def generation_key(model: str, perspective: str, version: int, sample_id: str, prompt_hash: str,
@@ -71,9 +161,33 @@ class Cache:
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError(f"cannot open the cache at {self.path} ({exc})",
                               "set COMPTRUST_HOME to a writable folder") from exc
+        try:
+            self._open()
+        except BaseException:
+            self._db.close()
+            raise
+
+    @_translate_sqlite_errors
+    def _open(self) -> None:
+        """Check that the file is a comptrust cache (never write into another program's database), then set up."""
+        cut = truncation_problem(self.path)
+        if cut:
+            raise damaged_cache_error(self.path, cut)
+        reason = foreign_reason(self._db)  # the first read: a file that is no database fails here
+        if reason:
+            raise DataError(f"{self.path} is not a comptrust cache: {reason}",
+                            "set COMPTRUST_HOME to another folder, or move that file elsewhere "
+                            "(comptrust will not write into it)")
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > CACHE_SCHEMA_VERSION:
+            raise ConfigError(f"the cache {self.path} was written by a newer comptrust (schema {version})",
+                              "upgrade comptrust, or set COMPTRUST_HOME to another folder")
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        if self._db.execute("PRAGMA application_id").fetchone()[0] != CACHE_APPLICATION_ID:
+            self._db.execute(f"PRAGMA application_id={CACHE_APPLICATION_ID}")
+            self._db.execute(f"PRAGMA user_version={CACHE_SCHEMA_VERSION}")
 
     def close(self) -> None:
         self._db.close()
@@ -87,37 +201,50 @@ class Cache:
             chunk = keys[i:i + 500]
             yield from self._db.execute(f"{select} key IN ({','.join('?' * len(chunk))})", [*params, *chunk])
 
+    @_translate_sqlite_errors
     def get_many(self, keys: Iterable[str]) -> dict[str, tuple[str, int, int]]:
         """``key -> (text, prompt_tokens, completion_tokens)`` for the keys present."""
         rows = self._rows_with_keys("SELECT key, text, prompt_tokens, completion_tokens FROM generations WHERE", keys)
         return {key: (text, pt, ct) for key, text, pt, ct in rows}
 
+    @_translate_sqlite_errors
     def put(self, key: str, model: str, perspective: str, sample_id: str, sample_index: int,
-            text: str, prompt_tokens: int, completion_tokens: int) -> None:
-        """Store one completion and commit at once (this is the resume point)."""
-        self._db.execute(
-            "INSERT OR REPLACE INTO generations VALUES (?,?,?,?,?,?,?,?,?)",
+            text: str, prompt_tokens: int, completion_tokens: int) -> str:
+        """Store one completion and commit at once (this is the resume point); returns the stored text.
+
+        The first writer wins: when another process sharing this cache generated the same key
+        meanwhile, its text is kept and returned, so both runs report one and the same completion.
+        """
+        inserted = self._db.execute(
+            "INSERT INTO generations VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(key) DO NOTHING",
             (key, model, perspective, sample_id, sample_index, text, prompt_tokens, completion_tokens,
              time.time()),
-        )
+        ).rowcount
+        if inserted:
+            return text
+        return self._db.execute("SELECT text FROM generations WHERE key=?", (key,)).fetchone()[0]
 
     # ---- external scores --------------------------------------------------------------
 
+    @_translate_sqlite_errors
     def get_score(self, scorer: str, key: str) -> Any | None:
         row = self._db.execute("SELECT value FROM scores WHERE scorer=? AND key=?", (scorer, key)).fetchone()
         return json.loads(row[0]) if row else None
 
+    @_translate_sqlite_errors
     def put_score(self, scorer: str, key: str, value: Any) -> None:
         self._db.execute("INSERT OR REPLACE INTO scores VALUES (?,?,?,?)",
                          (scorer, key, json.dumps(value), time.time()))
 
     # ---- log-likelihoods (benign MMLU) --------------------------------------------------
 
+    @_translate_sqlite_errors
     def get_logliks(self, model: str, keys: Iterable[str]) -> dict[str, list[float]]:
         """``key -> choice log-probabilities`` cached for ``model`` (a backend fingerprint)."""
         rows = self._rows_with_keys("SELECT key, value FROM scores WHERE scorer=? AND", keys, loglik_scorer(model))
         return {key: json.loads(value) for key, value in rows}
 
+    @_translate_sqlite_errors
     def put_logliks(self, model: str, values: dict[str, list[float]]) -> None:
         """Store many results in one transaction (a chunk of questions is the resume unit)."""
         now, scorer = time.time(), loglik_scorer(model)
@@ -128,6 +255,7 @@ class Cache:
 
     # ---- maintenance ------------------------------------------------------------------
 
+    @_translate_sqlite_errors
     def stats(self) -> dict[str, Any]:
         rows = self._db.execute(
             "SELECT model, perspective, COUNT(*), SUM(completion_tokens) FROM generations "
@@ -143,6 +271,7 @@ class Cache:
                          for m, p, n, t in rows],
         }
 
+    @_translate_sqlite_errors
     def clear(self, model: str | None = None, perspective: str | None = None) -> int:
         """Delete cached generations (all, or one model's / perspective's); returns the count."""
         where, args = [], []
@@ -160,6 +289,117 @@ class Cache:
             self._db.execute("DELETE FROM scores")
         self._db.execute("VACUUM")
         return n
+
+
+# ---- folders written whole ------------------------------------------------------------------
+#
+# A folder that a later command trusts as complete (a compressed artifact, a perspective's
+# results, a report) is built in a hidden sibling and moved into place only when complete.
+# Sibling names carry host and pid, so the leftovers of a killed process are recognised
+# (and removed by the next writer) without touching a folder another live process is building.
+
+
+def _staging_name(target: Path, kind: str) -> str:
+    return f".{target.name}.{kind}-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_leftovers(target: Path) -> list[Path]:
+    """Delete staging and set-aside siblings of ``target`` left by killed processes on this host."""
+    pattern = re.compile(rf"^\.{re.escape(target.name)}\.(partial|old)-(.+)-(\d+)-[0-9a-f]{{6}}$")
+    removed = []
+    if not target.parent.is_dir():
+        return removed
+    for sibling in target.parent.iterdir():
+        match = pattern.match(sibling.name)
+        if match and match[2] == socket.gethostname() and not _pid_alive(int(match[3])):
+            shutil.rmtree(sibling, ignore_errors=True) if sibling.is_dir() else sibling.unlink(missing_ok=True)
+            removed.append(sibling)
+    return removed
+
+
+def publish_dir(staged: Path, target: Path) -> None:
+    """Put the finished folder ``staged`` at ``target``, replacing what was there.
+
+    The old folder is renamed aside first (one atomic rename), so a kill at any point
+    leaves ``target`` either the old complete folder, absent, or the new complete one.
+    """
+    if staged.is_file() and not target.is_dir():
+        os.replace(staged, target)  # one file: a single atomic rename
+        return
+    aside = None
+    if target.exists() or target.is_symlink():
+        aside = target.parent / _staging_name(target, "old")
+        os.replace(target, aside)
+    os.replace(staged, target)
+    if aside is not None:
+        shutil.rmtree(aside) if aside.is_dir() and not aside.is_symlink() else aside.unlink()
+
+
+@contextmanager
+def building(target: Path) -> Iterator[Path]:
+    """A fresh hidden folder beside ``target``; published as ``target`` when the block succeeds."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(target)
+    staged = target.parent / _staging_name(target, "partial")
+    staged.mkdir()
+    try:
+        yield staged
+        publish_dir(staged, target)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+
+
+@contextmanager
+def staged_entries(folder: Path) -> Iterator[Path]:
+    """A hidden staging folder inside ``folder``; when the block succeeds, each entry written there
+    replaces its namesake in ``folder`` (other files of ``folder`` are left alone).
+
+    For outputs that share a user's folder (a report): a kill while writing leaves the
+    previous files untouched, never some new and some old.
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create folder {folder} ({exc.strerror})",
+                          "choose a writable folder with --out") from exc
+    anchor = folder / ".staging"
+    remove_leftovers(anchor)
+    staged = folder / _staging_name(anchor, "partial")
+    staged.mkdir()
+    try:
+        yield staged
+        for entry in sorted(staged.iterdir()):
+            publish_dir(entry, folder / entry.name)
+        staged.rmdir()
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+
+
+@contextmanager
+def exclusive(name: str) -> Iterator[None]:
+    """Hold an advisory lock (``$COMPTRUST_HOME/locks/<name>.lock``) for the block; the OS drops it if killed."""
+    import fcntl
+
+    path = comptrust_home() / "locks" / f"{name}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 # ---- run directories ----------------------------------------------------------------------
@@ -193,6 +433,9 @@ def read_jsonl_file(path: Path) -> Iterator[Any]:
         for line in fh:
             if line.strip():
                 yield json.loads(line)
+
+
+PERSPECTIVE_FILES = ("generations.jsonl", "scores.jsonl", "result.json")
 
 
 class RunDir:
@@ -229,10 +472,38 @@ class RunDir:
 
     def write_perspective(self, name: str, generations: list[dict[str, Any]],
                           scores: list[dict[str, Any]], result: dict[str, Any]) -> None:
-        d = self.perspective_dir(name)
-        atomic_write_jsonl(d / "generations.jsonl", generations)
-        atomic_write_jsonl(d / "scores.jsonl", scores)
-        atomic_write_json(d / "result.json", result)
+        """The three files appear together (built aside, then moved in): a ``result.json`` always
+        belongs to the ``scores.jsonl`` beside it, even when a rewrite is killed half way."""
+        with building(self.perspective_dir(name)) as d:
+            atomic_write_jsonl(d / "generations.jsonl", generations)
+            atomic_write_jsonl(d / "scores.jsonl", scores)
+            atomic_write_json(d / "result.json", result)
+
+    def read_spec_if_any(self) -> dict[str, Any] | None:
+        """The spec of the run this folder holds; None when it holds none (or an unreadable one)."""
+        try:
+            spec = json.loads(self.spec_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+            return None
+        return spec if isinstance(spec, dict) else None
+
+    def set_aside(self, name: str) -> Path | None:
+        """Move this folder's run files (spec, summary, perspective folders) into ``<root>/<name>``.
+
+        Only what comptrust wrote is moved; anything else a user keeps here stays.
+        """
+        ours = [p for p in sorted(self.root.iterdir()) if p.is_dir() and not p.name.startswith((".", "superseded-"))
+                and any((p / f).is_file() for f in PERSPECTIVE_FILES)]
+        # spec.json last: if this is killed half way, the folder still names the old run and the next
+        # run sets the rest aside too
+        ours += [p for p in (self.summary_path, self.spec_path) if p.is_file()]
+        if not ours:
+            return None
+        dest = self.root / name
+        dest.mkdir(parents=True, exist_ok=True)
+        for path in ours:
+            os.replace(path, dest / path.name)
+        return dest
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         atomic_write_json(self.summary_path, summary)

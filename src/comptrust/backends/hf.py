@@ -27,10 +27,12 @@ from typing import Any
 from comptrust.backends.base import OnResult
 from comptrust.backends.continuous import ContinuousBatcher, Request, SchedulerStats
 from comptrust.backends.kv_cache import reservable, reserved_cache
+from comptrust.backends.kv_quant import parse_kv_cache, quantized_cache
 from comptrust.backends.sampling import SAMPLER, RowSampler
 from comptrust.chat import check_template, prompt_token_ids, render
+from comptrust.compression.activations import describe_activation_quantization, prepare_quantized_forward
 from comptrust.errors import BackendError, ConfigError
-from comptrust.models import ModelRef, quiet_transformers, resolve_model, weights_fingerprint
+from comptrust.models import ModelRef, load_causal_lm, quiet_transformers, resolve_model, weights_fingerprint
 from comptrust.types import Completion, GenRow
 
 CPU_DEFAULT_BATCH = 16
@@ -81,11 +83,12 @@ class HFBackend:
 
     def __init__(self, model: Any, tokenizer: Any, ref: ModelRef, chat_template: str = "model",
                  batch_size: int | None = None, weights_hash: str | None = None,
-                 scheduler: str = "continuous") -> None:
+                 scheduler: str = "continuous", kv_cache: str | None = None) -> None:
         """``weights_hash`` names weights that exist only in memory (benchmarks); else the folder's files are hashed.
 
         ``scheduler``: "continuous" (the default, where the model allows it) or "static" batches; both
-        give the same texts (tested), so it is not part of the fingerprint.
+        give the same texts (tested), so it is not part of the fingerprint.  ``kv_cache`` ("int4"/"int2"):
+        a quantized KV cache (backends/kv_quant.py), which runs static batches.
         """
         check_template(chat_template)
         if scheduler not in SCHEDULERS:
@@ -100,6 +103,9 @@ class HFBackend:
         self.weights_hash = weights_hash or weights_fingerprint(ref.path)
         self.fingerprint = (f"hf-{self.weights_hash}-{chat_template}-{str(model.dtype).replace('torch.', '')}"
                             f"-{SAMPLER}")
+        self.kv_quant = parse_kv_cache(kv_cache)
+        if self.kv_quant is not None:  # quantized-cache texts never share cache keys with the plain cache
+            self.fingerprint += f"-{self.kv_quant.tag}"
         self.eos_ids = self._eos_ids()
         self.oom_retries = 0  # automatic batches halved after running out of memory
         self.stats = SchedulerStats()  # continuous batching's running totals (prefill/decode time, rows computed)
@@ -109,7 +115,7 @@ class HFBackend:
     @classmethod
     def from_path(cls, spec: str | Path, batch_size: int | None = None, chat_template: str | None = None,
                   device: str | None = None, allow_pickle: bool = False, dtype: str | None = None,
-                  scheduler: str = "continuous") -> HFBackend:
+                  scheduler: str = "continuous", kv_cache: str | None = None) -> HFBackend:
         """Resolve ``spec`` (folder, GGUF, alias or hub id) and load it for generation."""
         import time
 
@@ -117,7 +123,7 @@ class HFBackend:
             raise ConfigError(f"unknown scheduler {scheduler!r}", f"choose one of: {', '.join(SCHEDULERS)}")
         started_at, started = time.time(), time.perf_counter()
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
 
         quiet_transformers()
         imported = time.perf_counter()
@@ -130,17 +136,18 @@ class HFBackend:
             # On a GPU the weights load straight into its memory (a 13B model would otherwise pass
             # through 26 GB of host memory first).
             placement = {"device_map": device} if device != "cpu" else {}
-            model = AutoModelForCausalLM.from_pretrained(ref.path, dtype=torch_dtype,
-                                                         use_safetensors=not allow_pickle, **placement)
+            model = load_causal_lm(ref.path, dtype=torch_dtype, use_safetensors=not allow_pickle, **placement)
         except (OSError, ValueError) as exc:
             raise BackendError(f"cannot load the model in {ref.path} ({str(exc).splitlines()[0]})",
                                "check that the folder holds a complete Hugging Face causal LM") from exc
         if not placement:
             model.to(device)
         model.eval()
+        prepare_quantized_forward(model, torch_dtype)  # FP8/INT8/FP4 activations stay quantized
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
-        backend = cls(model, tokenizer, ref, chat_template or "model", batch_size, scheduler=scheduler)
+        backend = cls(model, tokenizer, ref, chat_template or "model", batch_size, scheduler=scheduler,
+                      kv_cache=kv_cache)
         loaded = time.perf_counter()
         # The weights hash (in __init__) reads every file: it belongs to loading.
         backend.timings = {"load_started_at": started_at, "imports": imported - started,
@@ -159,6 +166,8 @@ class HFBackend:
             "chat_template": self.chat_template, "dtype": str(self.model.dtype), "device": str(self.device),
             "batch_size": self.requested_batch_size or "auto", "compression": self.ref.manifest(),
             "scheduler": self.scheduler if self._continuous() else "static",
+            "activation_quantization": describe_activation_quantization(self.model),
+            "kv_cache": self.kv_quant.to_json() if self.kv_quant else None,
             "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
         }
 
@@ -176,9 +185,12 @@ class HFBackend:
 
         It needs every layer's cache kept per row (full attention, see ``kv_cache.reservable``) and an
         attention implementation that takes a 4-D mask (SDPA or eager).
+        A quantized KV cache (``--kv-cache``) keeps KIVI's batch-wide residual window, which the per-row
+        slots do not implement: it runs static batches.
         """
         attention = getattr(self.model.config, "_attn_implementation", "sdpa")
-        return self.scheduler == "continuous" and reservable(self.model.config) and attention in ("sdpa", "eager")
+        return (self.scheduler == "continuous" and self.kv_quant is None and reservable(self.model.config)
+                and attention in ("sdpa", "eager"))
 
     def _generate_continuous(self, rows: Sequence[GenRow], on_result: OnResult | None) -> list[Completion]:
         import torch
@@ -337,7 +349,12 @@ class HFBackend:
         return kv_per_token, (3 * intermediate + 4 * cfg.hidden_size) * itemsize
 
     def _new_cache(self, capacity: int) -> Any:
-        """An empty KV cache reserved for ``capacity`` positions per row (None: transformers' default)."""
+        """An empty KV cache reserved for ``capacity`` positions per row (None: transformers' default).
+
+        With ``--kv-cache`` this is where new keys and values get quantized (backends/kv_quant.py).
+        """
+        if self.kv_quant is not None:
+            return quantized_cache(self.model.config, self.kv_quant)
         return reserved_cache(self.model.config, capacity)
 
     def _smaller_batch_after(self, exc: BaseException, rows: int) -> int:
@@ -406,7 +423,7 @@ class HFBackend:
         pad_id = self.tokenizer.pad_token_id
         width = max(len(p) for p in prompts)
         shared = common_prefix_length(prompts)
-        if shared < MIN_SHARED_PREFIX:
+        if shared < MIN_SHARED_PREFIX or self.kv_quant is not None:
             shared = 0
         # Layout: [shared prefix][padding][rest of the prompt].  With no shared prefix this is plain
         # left padding; with one, every row's prefix sits in the same columns, so its KV cache can
@@ -428,8 +445,10 @@ class HFBackend:
             capacity = width + max_tokens
             if shared:
                 cache = self._prefix_cache(input_ids[:1, :shared], len(prompts), capacity)
-            else:
+            elif self.kv_quant is None:  # a quantized cache quantizes the whole prompt at once, as transformers'
                 cache = self._shared_prefill(prompts, input_ids, attention, capacity)
+            else:
+                cache = None
             if cache is None:
                 cache = self._new_cache(capacity)
             out = self.model.generate(input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device),

@@ -56,9 +56,10 @@ LETTERS = ("A", "B", "C", "D")
 CHOICES = [" A", " B", " C", " D"]  # lm-eval: target_delimiter " " + doc_to_choice
 N_SHOT = 5
 HUB_DATASET = "cais/mmlu"
-# A cais/mmlu commit seen pinned in public code; this offline machine could not verify it.
-# Override with $COMPTRUST_MMLU_REVISION (e.g. "main"); runs record the commit that resolved.
-HUB_REVISION = os.environ.get("COMPTRUST_MMLU_REVISION", "c30699e8356da336a370243923dbaf21066bb9fe")
+# The pinned cais/mmlu commit (files all/{test,dev}-00000-of-00001.parquet).  $COMPTRUST_MMLU_REVISION
+# moves the pin (docs/reproducibility.md); runs record the pin and the commit that resolved.
+PINNED_HUB_REVISION = "c30699e8356da336a370243923dbaf21066bb9fe"
+HUB_REVISION = os.environ.get("COMPTRUST_MMLU_REVISION", PINNED_HUB_REVISION)
 SMOKE_FILE = "mmlu/mmlu_smoke.jsonl"
 CHUNK = 64  # prompts per backend call, so progress is reported and memory stays bounded
 
@@ -83,7 +84,12 @@ def normalize(row: Any, where: str) -> dict[str, Any]:
     """One question as ``{subject, question, choices[4], answer letter, split}`` from either format."""
     if not isinstance(row, dict) or "question" not in row:
         raise DataError(f"{where} is not an MMLU question", "use cais/mmlu rows or the mmlu_test.jsonl format")
+    if not isinstance(row["question"], str):
+        raise DataError(f"{where}: field 'question' must be a string, got {type(row['question']).__name__}",
+                        "fix that row or restore the file")
     if "choices" in row:
+        if not isinstance(row["choices"], list) or not all(isinstance(c, str) for c in row["choices"]):
+            raise DataError(f"{where}: field 'choices' must be a list of 4 strings", "fix that row or restore the file")
         choices, answer, subject = list(row["choices"]), row.get("answer"), row.get("subject")
         if isinstance(answer, int) and 0 <= answer < 4:
             answer = LETTERS[answer]
@@ -132,7 +138,8 @@ def hub_rows(revision: str = HUB_REVISION) -> tuple[list[dict[str, Any]], dict[s
             resolved = local.parts[local.parts.index("snapshots") + 1]
         for i, rec in enumerate(pq.read_table(local).to_pylist()):
             rows.append(normalize({**rec, "split": split}, f"{HUB_DATASET} {split} row {i}"))
-    return rows, {"kind": "hub", "repo_id": HUB_DATASET, "revision": revision, "resolved_commit": resolved}
+    return rows, {"kind": "hub", "repo_id": HUB_DATASET, "revision": revision,
+                  "default_pin": revision == PINNED_HUB_REVISION, "resolved_commit": resolved}
 
 
 def with_demos(rows: list[dict[str, Any]], source: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
@@ -207,8 +214,13 @@ class MmluPerspective(Perspective):
         return records.get(scenario, [])
 
     def sample_from_record(self, scenario: str, record: Any, index: int, options: EvalOptions) -> Sample:
-        q = normalize({**record, "subject": record.get("subject", scenario)}, f"{scenario} record {index}")
-        demos = [normalize({**d, "subject": q["subject"]}, f"{scenario} demo") for d in record.get("demos", [])]
+        q = normalize({**record, "subject": record.get("subject", scenario)} if isinstance(record, dict) else record,
+                      f"{scenario} record {index}")
+        shots = record.get("demos", [])
+        if not isinstance(shots, list) or not all(isinstance(d, dict) for d in shots):
+            raise DataError(f"{scenario} record {index}: field 'demos' must be a list of questions",
+                            "pass records as comptrust wrote them to scores.jsonl")
+        demos = [normalize({**d, "subject": q["subject"]}, f"{scenario} demo") for d in shots]
         prompt = build_prompt(q["subject"], demos, q)  # raw text, no chat template (lm-eval's default)
         params = self.params(options, max_tokens=1, temperature=0.0)
         return self.make_sample(scenario, index, [{"role": "user", "content": prompt}], params, record,

@@ -19,6 +19,13 @@ def common_parser() -> argparse.ArgumentParser:
     return parent
 
 
+def add_threads(parser: argparse.ArgumentParser) -> None:
+    """``--threads``: the CLI applies it (comptrust.threads) before the command runs."""
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for torch (default: $OMP_NUM_THREADS, else the physical cores "
+                             "this process may use less those other jobs keep busy); recorded in the run")
+
+
 def add_profile(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", choices=PROFILES, default=DEFAULT_PROFILE,
                         help="scoring profile: comp-trust (the paper's patched scoring, default) or decodingtrust")

@@ -5,17 +5,20 @@ from __future__ import annotations
 import argparse
 import sys
 
-from comptrust.commands._common import common_parser
+from comptrust.commands._common import add_threads, common_parser
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "compress", parents=[common_parser()],
-        help="quantize (rtn, gptq, awq) or prune (magnitude, sparsegpt, wanda) a Hugging Face causal LM",
-        description="Write a Hugging Face folder (compressed-tensors when quantized) plus a comptrust.json "
-                    "manifest.  The same model and options are compressed only once (content hash).")
+        help="quantize (rtn, gptq, awq; fp8, w8a8, nvfp4; gguf) or prune (magnitude, sparsegpt, wanda) a causal LM",
+        description="Write a Hugging Face folder (compressed-tensors when quantized) or, with --method gguf, a "
+                    "llama.cpp .gguf file, plus a comptrust.json manifest.  The same model and options are "
+                    "compressed only once (content hash).")
     p.add_argument("model", metavar="MODEL", help="model folder, .gguf file, hub id or 'smollm2-135m-instruct'")
-    p.add_argument("--method", required=True, help="rtn, gptq, awq, magnitude, sparsegpt or wanda")
+    p.add_argument("--method", required=True,
+                   help="rtn, gptq, awq, magnitude, sparsegpt, wanda (the paper's); fp8, w8a8, nvfp4 (weights and "
+                        "activations); gguf (llama.cpp)")
     q = p.add_argument_group("quantization (rtn, gptq, awq)")
     q.add_argument("--bits", type=int, help="weight bits: 3, 4 or 8 (default 4)")
     q.add_argument("--group-size", help="input columns per scale: 128 (default), 64, ..., 'channel' (one "
@@ -27,10 +30,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--act-order", action="store_true", default=None,
                    help="gptq: quantize columns in order of decreasing activation size")
     q.add_argument("--damp", type=float, help="gptq/sparsegpt: Hessian dampening fraction (default 0.01)")
+    d = p.add_argument_group("deployed formats (fp8, w8a8, nvfp4, gguf)")
+    d.add_argument("--type", dest="gguf_type", help="gguf: llama.cpp type, e.g. Q4_K_M, Q5_K_M, Q8_0, Q6_K, F16")
+    d.add_argument("--smoothing", type=float, help="w8a8: SmoothQuant migration strength in [0, 1] (default 0.8)")
     s = p.add_argument_group("pruning (magnitude, sparsegpt, wanda)")
     s.add_argument("--sparsity", type=float, help="fraction of weights set to zero, in (0, 1) (default 0.5)")
     s.add_argument("--pattern", help="unstructured (default), 1:2, 2:4 or 4:8 (N:M along the input dimension)")
-    c = p.add_argument_group("calibration (gptq, awq, sparsegpt, wanda)")
+    c = p.add_argument_group("calibration (gptq, awq, sparsegpt, wanda, w8a8, nvfp4)")
     c.add_argument("--calib-source", help="builtin (Python's own help text, offline; default), file, c4, wikitext")
     c.add_argument("--calib-file", help="UTF-8 text (paragraphs) or JSONL with a 'text' field")
     c.add_argument("--calib-samples", type=int, help="number of samples (default 128)")
@@ -40,10 +46,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--seed", type=int, help="calibration seed (default 0; the paper used 0, 1, 2)")
     p.add_argument("--out", metavar="DIR", help="artifact folder (default: a cache under $COMPTRUST_HOME/artifacts)")
     p.add_argument("--force", action="store_true", help="overwrite --out if it holds a different artifact")
+    add_threads(p)
     p.set_defaults(func=run)
 
 
-PARAMS = ("bits", "group_size", "symmetric", "act_order", "damp", "sparsity", "pattern", "calib_source",
+PARAMS = ("bits", "group_size", "symmetric", "act_order", "damp", "sparsity", "pattern", "gguf_type", "smoothing",
+          "calib_source",
           "calib_file", "calib_samples", "calib_seqlen", "calib_chat_template", "seed")
 
 
@@ -53,8 +61,11 @@ def run(args: argparse.Namespace) -> int:
 
     params = {name: getattr(args, name) for name in PARAMS if getattr(args, name) is not None}
     make_config(args.method, **params)  # one-line errors before any heavy import
+    from comptrust.progress import Progress
+
     log = None if args.quiet else (lambda msg: print(f"comptrust: {msg}", file=sys.stderr))
-    out = compress_model(args.model, args.method, args.out, force=args.force, log=log, **params)
+    with Progress(quiet=args.quiet):  # library bars (GGUF, quantization, saving) show as its rows
+        out = compress_model(args.model, args.method, args.out, force=args.force, log=log, **params)
     if args.quiet:
         print(out)
         return 0

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from comptrust.commands._common import common_parser, print_summary
+from comptrust.commands._common import add_threads, common_parser, print_summary
 
 DEMO_SAMPLES = 2  # sampled scenarios draw 2 instead of 25 completions per prompt
 DEMO_MAX_NEW_TOKENS = 48  # a cap; classification scenarios already ask for <= 20
@@ -25,12 +25,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="demo folder (default: comptrust-runs/demo)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-compress", action="store_true", help="evaluate the dense model only")
+    add_threads(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from comptrust import api
     from comptrust.models import DEMO_ALIAS
+    from comptrust.progress import Progress
     from comptrust.registry import TRUST_PERSPECTIVES, available_perspectives
 
     out = Path(args.out or "comptrust-runs/demo")
@@ -43,13 +45,15 @@ def run(args: argparse.Namespace) -> int:
         from comptrust.compression import compress_model
 
         say("compressing: 4-bit round-to-nearest (rtn), group size auto ...")
-        artifact = compress_model(DEMO_ALIAS, DEMO_COMPRESSION["method"], out / "models" / "rtn-w4",
-                                  bits=DEMO_COMPRESSION["bits"], group_size=DEMO_COMPRESSION["group_size"])
+        with Progress(quiet=args.quiet):  # library bars (GGUF, quantization) show as its rows
+            artifact = compress_model(DEMO_ALIAS, DEMO_COMPRESSION["method"], out / "models" / "rtn-w4",
+                                      bits=DEMO_COMPRESSION["bits"], group_size=DEMO_COMPRESSION["group_size"])
         models.append(("rtn-w4", str(artifact)))
     run_dirs = []
     for label, model in models:
         say(f"evaluating {label} ...")
-        backend = api.load_model(model)
+        with Progress(quiet=args.quiet):
+            backend = api.load_model(model)
         summary = api.evaluate(backend, names, smoke=True, samples=DEMO_SAMPLES,
                                max_new_tokens=DEMO_MAX_NEW_TOKENS, seed=args.seed, out=out / "runs" / label,
                                quiet=args.quiet)
@@ -60,8 +64,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _write_report(run_dirs: list[Path], out: Path, quiet: bool) -> None:
-    from comptrust.report import write_report
+    from comptrust.commands.report import write_report_whole
 
-    paths = write_report(run_dirs, out)
+    paths = write_report_whole(run_dirs, out)
     if not quiet:
         print(f"report: {paths.get('html', paths)}")

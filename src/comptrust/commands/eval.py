@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from comptrust.commands._common import add_profile, common_parser, parse_key_values, print_summary
+from comptrust.commands._common import add_profile, add_threads, common_parser, parse_key_values, print_summary
 from comptrust.registry import PERSPECTIVES, TRUST_PERSPECTIVES
 
 
@@ -13,7 +13,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="Evaluate MODEL (folder, .gguf, hub id or 'smollm2-135m-instruct').")
     p.add_argument("model")
     p.add_argument("--perspectives", default="all",
-                   help=f"comma-separated ids or 'all' ({', '.join(TRUST_PERSPECTIVES)})")
+                   help=f"comma-separated ids, 'all' ({', '.join(TRUST_PERSPECTIVES)}) or 'none' (with --benign)")
     p.add_argument("--benign", default=None, help="benign capability measure to add, e.g. 'mmlu'")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--data-dir", help="folder laid out like DecodingTrust's data/ (default: the hub)")
@@ -26,7 +26,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     add_profile(p)
     p.add_argument("--out", help="run directory (default: comptrust-runs/<model>-<run id>)")
-    p.add_argument("--backend", default="hf", help="hf (default), vllm or openai")
+    p.add_argument("--backend", default="hf",
+                   help="hf (default), llamacpp (a GGUF with llama.cpp's kernels), vllm or openai")
+    p.add_argument("--kv-cache", choices=("none", "int4", "int2"),
+                   help="--backend hf: quantize the KV cache while generating (KIVI-style, as transformers' "
+                        "QuantizedCache); reported as its own variant, e.g. 'dense + KV int4'")
     p.add_argument("--batch-size", type=int, help="generation batch size (default: automatic)")
     api_opts = p.add_argument_group("--backend openai (any OpenAI-compatible chat server; MODEL = served name)")
     api_opts.add_argument("--base-url", help="server URL ending in /v1 (default $OPENAI_BASE_URL or "
@@ -42,6 +46,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--toxicity-scorer", default="offline", help="offline (default), perspective or detoxify")
     p.add_argument("--option", action="append", metavar="KEY=VALUE",
                    help="perspective-specific option, e.g. ethics_train_file=cm_train.csv (repeatable)")
+    add_threads(p)
     p.set_defaults(func=run)
 
 
@@ -52,16 +57,22 @@ def selected_perspectives(spec: str, benign: str | None) -> list[str]:
     names = [n.strip() for n in spec.split(",") if n.strip()]
     if names == ["all"]:
         names = [n for n in TRUST_PERSPECTIVES if n in available_perspectives()]
+    elif names == ["none"]:
+        names = []
     for name in names:
         if name not in PERSPECTIVES or name not in available_perspectives():
             raise ConfigError(f"unknown perspective {name!r}", f"choose from: {', '.join(available_perspectives())}")
     if benign:
         names += [b.strip() for b in benign.split(",") if b.strip() and b.strip() not in names]
+    if not names:
+        raise ConfigError("nothing to evaluate: no perspective and no --benign measure",
+                          "pass --perspectives all (or a list), or add --benign mmlu")
     return names
 
 
 def run(args: argparse.Namespace) -> int:
     from comptrust import api
+    from comptrust.progress import Progress
 
     perspectives = selected_perspectives(args.perspectives, args.benign)
     extra = parse_key_values(args.option)
@@ -82,8 +93,16 @@ def run(args: argparse.Namespace) -> int:
                                  chat_template=args.chat_template, **server)
     else:
         hf_only = {"dtype": args.dtype} if args.dtype and args.backend == "hf" else {}
-        backend = api.load_model(args.model, backend=args.backend, batch_size=args.batch_size,
-                                 chat_template=args.chat_template, allow_pickle=args.allow_pickle, **hf_only)
+        if args.kv_cache not in (None, "none"):
+            if args.backend != "hf":
+                from comptrust.errors import ConfigError
+
+                raise ConfigError(f"--kv-cache applies to --backend hf, not {args.backend}",
+                                  "drop --kv-cache, or evaluate with --backend hf")
+            hf_only["kv_cache"] = args.kv_cache
+        with Progress(quiet=args.quiet):  # library load bars (GGUF, decompression) show as its rows
+            backend = api.load_model(args.model, backend=args.backend, batch_size=args.batch_size,
+                                     chat_template=args.chat_template, allow_pickle=args.allow_pickle, **hf_only)
     summary = api.evaluate(
         backend, perspectives, data_dir=args.data_dir, smoke=args.smoke, hub_revision=args.hub_revision,
         limit=args.limit, samples=args.samples, seed=args.seed, profile=args.profile,

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 from pathlib import Path
+from typing import Any
 
 from comptrust.commands._common import common_parser
 from comptrust.report import DEFAULT_BOOTSTRAP
@@ -21,20 +24,35 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--bootstrap", type=int, default=DEFAULT_BOOTSTRAP, metavar="N",
                    help=f"bootstrap resamples per perspective; 0 turns intervals off (default {DEFAULT_BOOTSTRAP})")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling (default 0)")
+    p.add_argument("--detectable-drop", type=float, default=5.0, metavar="POINTS",
+                   help="margin of the recommendation: every comparison must detect a drop this size with 80%% "
+                        "power, and no drop may reach it (default 5)")
     p.add_argument("--top", type=int, default=3, metavar="K",
                    help="drill-down: samples shown per perspective whose outcome changed most (default 3)")
     p.set_defaults(func=run)
     return p
 
 
-def run(args: argparse.Namespace) -> int:
+def write_report_whole(run_dirs: list[Path], out: Path, **options: Any) -> dict[str, Path]:
+    """``write_report`` into a staging folder, moved into ``out`` when complete: a report killed
+    half way leaves the previous one whole, never new figures beside an old report.html."""
     from comptrust.report.build import write_report
+    from comptrust.store import staged_entries
 
-    paths = write_report(args.run_dirs, args.out, n_bootstrap=args.bootstrap, seed=args.seed,
-                         top_samples=args.top)
+    with staged_entries(out) as staged:
+        paths = write_report(run_dirs, staged, **options)
+    return {kind: out / path.relative_to(staged) for kind, path in paths.items()}
+
+
+def run(args: argparse.Namespace) -> int:
+    paths = write_report_whole(args.run_dirs, args.out, n_bootstrap=args.bootstrap, seed=args.seed,
+                               top_samples=args.top, detectable_drop=args.detectable_drop,
+                               on_warning=lambda text: print(text, file=sys.stderr))
     if getattr(args, "quiet", False):
         print(paths["html"])
         return 0
+    for rec in json.loads(paths["json"].read_text(encoding="utf-8")).get("recommendations", []):
+        print(rec)
     for kind in ("html", "markdown", "csv", "json"):
         print(f"{kind:>8}: {paths[kind]}")
     return 0

@@ -7,6 +7,7 @@ artifact hash to the same key and are compressed only once.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -24,10 +25,12 @@ if TYPE_CHECKING:
 
 MANIFEST_NAME = "comptrust.json"
 MANIFEST_VERSION = 1
-QUANT_METHODS = ("rtn", "gptq", "awq")
+QUANT_METHODS = ("rtn", "gptq", "awq")  # weight-only integers with --bits / --group-size (the paper's)
 PRUNE_METHODS = ("magnitude", "sparsegpt", "wanda")
-METHODS = QUANT_METHODS + PRUNE_METHODS
-CALIBRATED = ("gptq", "awq", "sparsegpt", "wanda")
+ACTIVATION_METHODS = ("fp8", "w8a8", "nvfp4")  # weights and activations, fixed formats (compression/formats.py)
+FILE_METHODS = ("gguf",)  # writes a llama.cpp file, not a Hugging Face folder
+METHODS = QUANT_METHODS + PRUNE_METHODS + ACTIVATION_METHODS + FILE_METHODS
+CALIBRATED = ("gptq", "awq", "sparsegpt", "wanda", "w8a8", "nvfp4")
 BITS = (3, 4, 8)
 PATTERNS = ("unstructured", "1:2", "2:4", "4:8")
 CALIB_SOURCES = ("builtin", "file", "c4", "wikitext")
@@ -68,10 +71,13 @@ class CompressionConfig:
     calib: CalibConfig | None = None
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    scheme: str | None = None  # compressed-tensors preset of an activation format (FP8_DYNAMIC, W8A8, NVFP4)
+    smoothing: float | None = None  # w8a8: SmoothQuant migration strength
+    gguf_type: str | None = None  # gguf: llama.cpp quantization type (Q4_K_M, Q8_0, ...)
 
     @property
     def kind(self) -> str:
-        return "quantization" if self.method in QUANT_METHODS else "pruning"
+        return "pruning" if self.method in PRUNE_METHODS else "quantization"
 
     @property
     def nm(self) -> tuple[int, int] | None:
@@ -102,6 +108,14 @@ def make_config(method: str, **params: Any) -> CompressionConfig:
     if method not in METHODS:
         raise ConfigError(f"unknown compression method {method!r}", f"choose from: {', '.join(METHODS)}")
     params = {k: v for k, v in params.items() if v is not None}
+    if method in ACTIVATION_METHODS + FILE_METHODS:
+        from comptrust.compression.formats import make_format_config
+
+        return make_format_config(method, params)
+    for name in ("smoothing", "gguf_type"):
+        if name in params:
+            raise ConfigError(f"--{_flag(name)} applies to {'w8a8' if name == 'smoothing' else 'gguf'} only, "
+                              f"not to {method}", f"drop --{_flag(name)}")
     quant_only = ("bits", "group_size", "symmetric")
     prune_only = ("sparsity", "pattern")
     given = set(params)
@@ -120,7 +134,7 @@ def make_config(method: str, **params: Any) -> CompressionConfig:
     if "damp" in given and method not in ("gptq", "sparsegpt"):
         raise ConfigError(f"--damp applies to gptq and sparsegpt only, not to {method}", "drop --damp")
     seed = int(params.pop("seed", 0))
-    calib = _calib_config(method, params) if method in CALIBRATED else None
+    calib = calib_config(method, params) if method in CALIBRATED else None
     if method not in CALIBRATED:
         stray = sorted(k for k in params if k.startswith("calib_"))
         if stray:
@@ -141,7 +155,7 @@ def make_config(method: str, **params: Any) -> CompressionConfig:
             method=method, bits=bits, group_size=parse_group_size(params.get("group_size", 128)),
             symmetric=bool(params.get("symmetric", True)),
             act_order=bool(params.get("act_order", False)) if method == "gptq" else None,
-            damp=_damp(params.get("damp", 0.01)) if method == "gptq" else None,
+            damp=damp_fraction(params.get("damp", 0.01)) if method == "gptq" else None,
             calib=calib, seed=seed)
     sparsity = float(params.get("sparsity", 0.5))
     if not 0.0 < sparsity < 1.0:
@@ -156,11 +170,15 @@ def make_config(method: str, **params: Any) -> CompressionConfig:
             raise ConfigError(f"pattern {pattern} means {implied:.0%} sparsity, not {sparsity:g}",
                               f"pass --sparsity {implied:g} or --pattern unstructured")
     return CompressionConfig(method=method, sparsity=sparsity, pattern=pattern,
-                             damp=_damp(params.get("damp", 0.01)) if method == "sparsegpt" else None,
+                             damp=damp_fraction(params.get("damp", 0.01)) if method == "sparsegpt" else None,
                              calib=calib, seed=seed)
 
 
-def _damp(value: Any) -> float:
+def _flag(name: str) -> str:
+    return "type" if name == "gguf_type" else name.replace("_", "-")
+
+
+def damp_fraction(value: Any) -> float:
     damp = float(value)
     if not 0.0 < damp < 1.0:
         raise ConfigError(f"damping {damp} is outside (0, 1)", "pass a small fraction such as --damp 0.01")
@@ -183,7 +201,7 @@ def parse_group_size(value: Any) -> int | str:
     return size
 
 
-def _calib_config(method: str, params: dict[str, Any]) -> CalibConfig:
+def calib_config(method: str, params: dict[str, Any]) -> CalibConfig:
     source = str(params.get("calib_source", "builtin"))
     file = params.get("calib_file")
     if file is not None and "calib_source" not in params:
@@ -236,16 +254,92 @@ def write_manifest(out_dir: Path, manifest: dict[str, Any]) -> Path:
     return path
 
 
-def load_manifest(directory: str | Path) -> dict[str, Any]:
-    """The manifest of a compressed artifact; DataError when the folder is not one."""
+def read_manifest(directory: str | Path) -> dict[str, Any]:
+    """A folder's ``comptrust.json`` as a dict, complete or not; DataError when absent or not a JSON object."""
     path = Path(directory).expanduser() / MANIFEST_NAME
     if not path.is_file():
         raise DataError(f"{path.parent} is not a comptrust artifact (no {MANIFEST_NAME})",
                         "pass a folder written by 'comptrust compress'")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise DataError(f"{path} is not UTF-8 text", "delete the folder and compress again") from None
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}:{exc.lineno} is not valid JSON", "delete the folder and compress again") from None
-    if not isinstance(data, dict) or "method" not in data:
-        raise DataError(f"{path} has no 'method' field", "delete the folder and compress again")
+    if not isinstance(data, dict):
+        raise DataError(f"{path} is not a JSON object", "delete the folder and compress again")
     return data
+
+
+def load_manifest(directory: str | Path) -> dict[str, Any]:
+    """The manifest of a compressed artifact; DataError when the folder is not one."""
+    data = read_manifest(directory)
+    if "method" not in data:
+        raise DataError(f"{Path(directory).expanduser() / MANIFEST_NAME} has no 'method' field",
+                        "delete the folder and compress again")
+    return data
+
+
+# Every field 'comptrust compress' writes (dotted: nested), so 'inspect' can name what an incomplete one lacks.
+MANIFEST_FIELDS = ("format", "manifest_version", "key", "method", "kind", "config", "params", "seed",
+                   "base_model.name", "base_model.architecture", "base_model.weights_sha256",
+                   "base_model.size_bytes", "storage.effective_bits_per_weight", "storage.compressed_layers",
+                   "storage.bits_per_parameter", "size_bytes", "weights_size_bytes", "compression_ratio", "dtype",
+                   "device", "wall_time_s", "peak_memory", "library_versions", "created_utc")
+
+
+def manifest_value(manifest: dict[str, Any], dotted: str) -> Any:
+    """``manifest["a"]["b"]`` for ``"a.b"``; None where any level is absent."""
+    value: Any = manifest
+    for part in dotted.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def missing_manifest_fields(manifest: dict[str, Any]) -> list[str]:
+    """The fields of a complete manifest that this one lacks (or holds as null)."""
+    wanted = list(MANIFEST_FIELDS)
+    method = manifest.get("method")
+    if method in CALIBRATED:
+        wanted.append("calibration")
+    if method in PRUNE_METHODS:
+        wanted.append("sparsity")
+    return [f for f in wanted if manifest_value(manifest, f) is None]
+
+
+def file_records(folder: Path) -> dict[str, dict[str, Any]]:
+    """Size and SHA-256 of every file of an artifact but its manifest, for ``files`` in the manifest."""
+    records: dict[str, dict[str, Any]] = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST_NAME):
+        records[path.relative_to(folder).as_posix()] = {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+    return records
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def artifact_files_problem(folder: Path, manifest: dict[str, Any], hashes: bool = False) -> str | None:
+    """What is wrong with an artifact's files against its manifest's ``files`` record, or None.
+
+    Sizes are always compared (cheap: catches a cut copy or a half-deleted folder);
+    ``hashes`` also re-reads every byte.  Manifests written before the record existed pass.
+    """
+    records = manifest.get("files")
+    if not isinstance(records, dict):
+        return None
+    for name, record in sorted(records.items()):
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing"
+        expected = record.get("bytes") if isinstance(record, dict) else None
+        size = path.stat().st_size
+        if size != expected:
+            return f"{name} has {size:,} bytes, not the {expected!r} recorded when it was written"
+        if hashes and _sha256(path) != record.get("sha256"):
+            return f"{name} differs from the SHA-256 recorded when it was written (changed or damaged on disk)"
+    return None

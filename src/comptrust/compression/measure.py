@@ -22,7 +22,8 @@ from comptrust.compression.base import AUTO_GROUP_SIZES, IGNORE
 from comptrust.errors import ConfigError
 
 _IGNORE_RE = [re.compile(p[3:]) for p in IGNORE if p.startswith("re:")]
-LIBRARIES = ("comptrust", "torch", "transformers", "llmcompressor", "compressed-tensors", "safetensors")
+LIBRARIES = ("comptrust", "torch", "transformers", "llmcompressor", "compressed-tensors", "safetensors", "gguf",
+             "llama-cpp-python")
 
 
 def target_linears(model: torch.nn.Module) -> dict[str, torch.nn.Linear]:

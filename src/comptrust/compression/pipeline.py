@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 import re
-import shutil
-import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -21,16 +18,20 @@ from pathlib import Path
 from typing import Any
 
 from comptrust.compression.base import (
+    FILE_METHODS,
     IGNORE,
     MANIFEST_NAME,
     MANIFEST_VERSION,
     CompressionConfig,
+    artifact_files_problem,
+    file_records,
     load_manifest,
     make_config,
     write_manifest,
 )
 from comptrust.errors import ConfigError, DataError, ModelError
 from comptrust.paths import comptrust_home
+from comptrust.store import building, exclusive, remove_leftovers
 from comptrust.types import stable_hash
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
@@ -58,28 +59,32 @@ def compress_model(model_path: str | Path, method: str, out_dir: str | Path | No
     out = Path(out_dir).expanduser() if out_dir is not None else artifacts_dir() / f"{_slug(base.name)}-{method}-{key}"
     if out.resolve() == base.resolve() or base.resolve().is_relative_to(out.resolve()):
         raise ConfigError(f"--out {out} would overwrite the base model", "choose another --out folder")
+    remove_leftovers(out)  # staging or set-aside folders of killed compressions (they can be gigabytes)
     if _reusable(out, key):
         # Before the checks, which may import llm-compressor: the vllm environment has none and
         # evaluates artifacts compressed in the main one (requirements/vllm-env.txt).
         say(f"reusing {out} (same model and config, key {key})")
         return out
-    require_engine(method)
+    require_engine(method, config.gguf_type)
     check_architecture(base, method)
     preflight_group_size(base, config)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        if not force:
+    # One process at a time per output folder: a second one waits, then reuses the first one's artifact.
+    with exclusive(f"artifact-{stable_hash(str(out.resolve()), 16)}"):
+        if _reusable(out, key):
+            say(f"reusing {out} (compressed meanwhile by another process, key {key})")
+            return out
+        if _manifest_key(out) == key:
+            say(f"replacing the incomplete artifact {out}")  # same compression: what the user asked for
+        elif out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
             raise ConfigError(f"{out} already exists and holds something else",
                               "choose another --out, delete it, or pass --force to overwrite")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    try:
-        save_artifact(run_compression(base, config, say), tmp, base, key)
-        if out.exists():
-            shutil.rmtree(out) if out.is_dir() else out.unlink()
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        # Built in a hidden sibling and renamed into place when complete: a kill at any point
+        # leaves no folder at ``out`` that the reuse check above could accept.
+        with building(out) as staged:
+            if method in FILE_METHODS:
+                save_gguf_artifact(base, config, staged, key, say)
+            else:
+                save_artifact(run_compression(base, config, say), staged, base, key)
     say(f"wrote {out}")
     return out
 
@@ -113,7 +118,7 @@ def check_architecture(base: Path, method: str) -> str:
 
 def preflight_group_size(base: Path, config: CompressionConfig) -> None:
     """Fail on a group size that does not fit before loading any weights (meta-device model)."""
-    if config.kind != "quantization" or config.group_size in ("auto", "channel"):
+    if config.kind != "quantization" or config.group_size in (None, "auto", "channel"):
         return
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -149,10 +154,15 @@ def artifact_key(base: Path, config: CompressionConfig) -> str:
 OWN_METHODS = ("magnitude",)  # implemented in comptrust; every other method runs through llm-compressor
 
 
-def require_engine(method: str) -> None:
-    """A one-line error where llm-compressor is missing (the vllm environment) and ``method`` needs it."""
+def require_engine(method: str, gguf_type: str | None = None) -> None:
+    """A one-line error where llm-compressor (or llama.cpp for gguf) is missing and ``method`` needs it."""
     import importlib.util
 
+    if method in FILE_METHODS:
+        from comptrust.compression.gguf import require_gguf_tools
+
+        require_gguf_tools(gguf_type or "")
+        return
     if method in OWN_METHODS:
         return
     try:
@@ -165,14 +175,29 @@ def require_engine(method: str) -> None:
                           "and evaluate the artifact here")
 
 
-def _reusable(out: Path, key: str) -> bool:
+def _manifest_key(out: Path) -> str | None:
+    """The key recorded in ``out``'s manifest, if it has a readable one."""
     if not (out / MANIFEST_NAME).is_file():
+        return None
+    try:
+        return load_manifest(out).get("key")
+    except DataError:
+        return None
+
+
+def _reusable(out: Path, key: str) -> bool:
+    """``out`` is a complete artifact of this exact compression: key, recorded file sizes and weight headers."""
+    from comptrust.model_files import check_model_files
+
+    if _manifest_key(out) != key or not (any(out.glob("*.safetensors")) or any(out.glob("*.gguf"))):
+        return False
+    if artifact_files_problem(out, load_manifest(out)) is not None:
         return False
     try:
-        manifest = load_manifest(out)
+        check_model_files(out, "")
     except DataError:
         return False
-    return manifest.get("key") == key and any(out.glob("*.safetensors"))
+    return True
 
 
 def _slug(name: str) -> str:
@@ -182,7 +207,9 @@ def _slug(name: str) -> str:
 def load_for_compression(base: Path) -> tuple[Any, Any, Any]:
     """Model (on CPU; llm-compressor moves layers to the GPU itself), tokenizer, original dtype."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
+
+    from comptrust.models import load_causal_lm
 
     try:
         hf_config = AutoConfig.from_pretrained(base)
@@ -191,7 +218,7 @@ def load_for_compression(base: Path) -> tuple[Any, Any, Any]:
             original = getattr(torch, original, torch.float32)
         # CPUs are slow and lossy in half precision: compress in float32 there.
         dtype = original if torch.cuda.is_available() else torch.float32
-        model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
+        model = load_causal_lm(base, dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(base)
     except (OSError, ValueError, KeyError) as exc:
         raise ModelError(f"cannot load {base} with transformers ({type(exc).__name__}: "
@@ -230,8 +257,7 @@ def run_compression(base: Path, config: CompressionConfig, say: Callable[[str], 
     say(f"loading {base}")
     model, tokenizer, original_dtype = load_for_compression(base)
     resolved = config
-    if config.kind == "quantization":
-        assert config.group_size is not None
+    if config.group_size is not None:
         resolved = dataclasses.replace(config, group_size=resolve_group_size(model, config.group_size))
     calibration = None
     if compressor.needs_calibration:
@@ -256,17 +282,7 @@ def run_compression(base: Path, config: CompressionConfig, say: Callable[[str], 
 
 def save_artifact(result: InMemory, out: Path, base: Path, key: str) -> None:
     """Write the HF folder (compressed-tensors when quantized) and its manifest into ``out``."""
-    import torch
-
-    from comptrust.compression.measure import (
-        describe_base,
-        dir_size,
-        library_versions,
-        peak_memory,
-        storage_report,
-        weights_size,
-    )
-    from comptrust.models import weights_fingerprint
+    from comptrust.compression.measure import dir_size, storage_report, weights_size
 
     dtype = str(result.model.dtype).removeprefix("torch.")
     with warnings.catch_warnings():
@@ -277,23 +293,71 @@ def save_artifact(result: InMemory, out: Path, base: Path, key: str) -> None:
         else:
             result.model.save_pretrained(out)
     result.tokenizer.save_pretrained(out)
-    config = result.requested
+    manifest = artifact_manifest(
+        base, key, result.requested, _params(result.config),
+        calibration=result.calibration.description if result.calibration else None, sparsity=result.sparsity,
+        storage=storage_report(out, result.layers, result.params), weights_bytes=weights_size(out),
+        folder_bytes=dir_size(out), dtype=dtype, wall_time_s=result.wall_time_s, engine=result.facts)
+    manifest["files"] = file_records(out)
+    write_manifest(out, manifest)  # last: a folder without it is never mistaken for an artifact
+
+
+def artifact_manifest(base: Path, key: str, config: CompressionConfig, params: dict[str, Any], *,
+                      calibration: dict[str, Any] | None, sparsity: dict[str, Any] | None, storage: dict[str, Any],
+                      weights_bytes: int, folder_bytes: int, dtype: str, wall_time_s: float,
+                      engine: dict[str, Any]) -> dict[str, Any]:
+    """``comptrust.json``: the same fields for every method (Hugging Face folder or GGUF file)."""
+    import torch
+
+    from comptrust.compression.measure import describe_base, library_versions, peak_memory
+    from comptrust.models import weights_fingerprint
+
     base_info = describe_base(base, weights_fingerprint(base))
-    manifest: dict[str, Any] = {
+    return {
         "format": "comptrust-artifact", "manifest_version": MANIFEST_VERSION, "key": key,
         "method": config.method, "kind": config.kind, "config": config.to_json(),
-        "params": _params(result.config), "seed": config.seed,
-        "calibration": result.calibration.description if result.calibration else None,
-        "base_model": base_info, "ignored": list(IGNORE),
-        "sparsity": result.sparsity, "storage": storage_report(out, result.layers, result.params),
-        "size_bytes": dir_size(out), "weights_size_bytes": weights_size(out),
-        "compression_ratio": round(base_info["size_bytes"] / max(1, weights_size(out)), 4),
+        "params": params, "seed": config.seed, "calibration": calibration,
+        "base_model": base_info, "ignored": list(IGNORE), "sparsity": sparsity, "storage": storage,
+        "size_bytes": folder_bytes, "weights_size_bytes": weights_bytes,
+        "compression_ratio": round(base_info["size_bytes"] / max(1, weights_bytes), 4),
         "dtype": dtype, "device": "cuda" if torch.cuda.is_available() else "cpu",
-        "wall_time_s": round(result.wall_time_s, 3), "peak_memory": peak_memory(), "engine": result.facts,
-        "library_versions": library_versions(),
+        "wall_time_s": round(wall_time_s, 3), "peak_memory": peak_memory(), "engine": engine,
+        "library_versions": library_versions(), **_format_block(config),
         "created_utc": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
-    write_manifest(out, manifest)
+
+
+def save_gguf_artifact(base: Path, config: CompressionConfig, out: Path, key: str,
+                       say: Callable[[str], None]) -> None:
+    """``--method gguf``: the .gguf file, the base tokenizer beside it, and the manifest."""
+    from comptrust.compression.gguf import GGUFCompressor, copy_tokenizer
+    from comptrust.compression.gguf_file import describe_gguf, gguf_in
+    from comptrust.compression.measure import dir_size
+
+    start = time.perf_counter()
+    facts = GGUFCompressor().write(base, config, out, say)
+    wall = time.perf_counter() - start
+    copy_tokenizer(base, out, TOKENIZER_FILES)
+    path = gguf_in(out)
+    assert path is not None
+    info = describe_gguf(path)
+    facts |= {"file": info["file"], "tensor_types": info["tensor_types"], "gguf_type": info["gguf_type"]}
+    manifest = artifact_manifest(base, key, config, _params(config), calibration=None, sparsity=None,
+                                 storage=info["storage"], weights_bytes=info["file_size_bytes"],
+                                 folder_bytes=dir_size(out), dtype=config.gguf_type or "", wall_time_s=wall,
+                                 engine=facts)
+    manifest["files"] = file_records(out)
+    write_manifest(out, manifest)  # last: a folder without it is never mistaken for an artifact
+
+
+def _format_block(config: CompressionConfig) -> dict[str, Any]:
+    """``quantized_format``: what a deployed format quantizes and which runtime its numbers stand for."""
+    from comptrust.compression.base import ACTIVATION_METHODS, FILE_METHODS
+    from comptrust.compression.formats import describe_format
+
+    if config.method not in ACTIVATION_METHODS + FILE_METHODS:
+        return {}
+    return {"quantized_format": describe_format(config.method, config.gguf_type)}
 
 
 def _params(config: CompressionConfig) -> dict[str, Any]:

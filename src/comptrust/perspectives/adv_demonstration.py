@@ -27,6 +27,7 @@ from collections import defaultdict
 from dataclasses import replace
 from typing import Any, ClassVar
 
+from comptrust.data import records as R
 from comptrust.data.source import DataSource, read_jsonl
 from comptrust.errors import DataError
 from comptrust.perspectives.base import (
@@ -122,11 +123,15 @@ def _file(cell: dict[str, Any], seed: int, split: str | None) -> str:
     return f"{ROOT}/{folder}/{seed}.jsonl"
 
 
-def _check_row(row: Any, where: str) -> None:
-    if not isinstance(row, dict) or not all(k in row for k in ("input", "label", "option", "examples")):
-        raise DataError(f"{where} is not an adversarial-demonstration record "
-                        "(needs input, label, option, examples)",
-                        "restore the file from DecodingTrust's data/adv_demonstration folder")
+RESTORE = "restore the file from DecodingTrust's data/adv_demonstration folder"
+
+
+def check_row(row: Any) -> None:
+    """The benchmark row's fields, typed: ``input``, ``label``, ``option`` (strings) and ``examples`` pairs."""
+    R.text(row, "input")
+    R.text(row, "label")
+    R.text_list(row, "option")
+    R.pairs(row, "examples")
 
 
 class AdvDemonstrationPerspective(Perspective):
@@ -159,10 +164,9 @@ class AdvDemonstrationPerspective(Perspective):
                 relpath = _file(cell, seed, split)
                 if not data.exists(relpath):
                     continue
-                rows = read_jsonl(data, relpath)
+                rows = read_jsonl(data, relpath, check=check_row, fix=RESTORE)
                 records = []
                 for line, row in enumerate(rows):
-                    _check_row(row, f"{relpath}:{line + 1}")
                     rec = {**row, "seed": seed, "line": line}
                     if split:
                         rec["split"] = split
@@ -213,13 +217,13 @@ class AdvDemonstrationPerspective(Perspective):
     def sample_from_record(self, scenario: str, record: Any, index: int, options: EvalOptions) -> Sample:
         if scenario not in CELLS:
             raise DataError(f"unknown {self.name} scenario {scenario!r}", f"choose from: {', '.join(CELLS)}")
-        _check_row(record, f"{scenario} record {index}")
+        check_row(record)
         cell = CELLS[scenario]
-        seed = int(record.get("seed", cell["seeds"][0]))
+        seed = R.integer(record, "seed") if "seed" in record else cell["seeds"][0]
         split = record.get("split") if cell["part"] == "backdoor" else None
         if cell["part"] == "backdoor" and split not in BKD_SPLITS:
-            raise DataError(f"backdoor record {index} of {scenario} has no split 'asr' or 'cacc'",
-                            "add \"split\": \"asr\" or \"cacc\" to the record")
+            raise R.RecordError(f"backdoor record of {scenario} has no field 'split' with 'asr' or 'cacc'",
+                                "add \"split\": \"asr\" or \"cacc\" to the record")
         demos = [(str(x), str(y)) for x, y in record["examples"]]
         messages = classification_messages(TASKS[cell["task"]], record["input"], demos)
         sid = f"{scenario}/{seed}/" + (f"{split}/" if split else "") + str(index)
@@ -234,6 +238,23 @@ class AdvDemonstrationPerspective(Perspective):
         check_profile(profile)
         options = sample.metadata.get("options") or list(sample.record.get("option", []))
         return judge(responses[0] if responses else "", str(sample.target), options)
+
+    def bootstrap_unit(self, sample: Sample) -> str:
+        """One test line: a backdoor line is the same sentence in every setup and attack, and the two
+        SNLI counterfactual tasks share their test lines; other samples are their own unit."""
+        record = sample.record if isinstance(sample.record, dict) else {}
+        line, seed = record.get("line"), sample.metadata.get("seed")
+        if line is None:
+            return sample.id
+        if sample.metadata.get("part") == "backdoor":
+            return f"backdoor/{seed}/{sample.metadata.get('split')}/{line}"
+        if sample.scenario in ("counterfactual/snli_premise", "counterfactual/snli_hypothesis"):
+            return f"counterfactual/snli/{seed}/{line}"
+        return sample.id
+
+    def answered_only(self, scored: list[ScoredSample], profile: str) -> list[ScoredSample]:
+        """Samples the model did not refuse."""
+        return [s for s in scored if not s.outcome["refusal"]]
 
     def aggregate(self, scored: list[ScoredSample], profile: str,
                   options: EvalOptions | None = None) -> PerspectiveResult:

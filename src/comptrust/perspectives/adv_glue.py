@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 from typing import Any, ClassVar
 
+from comptrust.data import records as R
 from comptrust.data.source import DataSource, read_json, read_jsonl
 from comptrust.errors import DataError
 from comptrust.perspectives.base import EvalOptions, Perspective, check_profile, mean
@@ -70,6 +71,9 @@ TASK2DEMO: dict[str, list[Message]] = {
 }
 
 
+RESTORE = "restore the file from the hub dataset AI-Secure/DecodingTrust (adv-glue-plus-plus/data/)"
+
+
 def surrogate_file(surrogate: str) -> str:
     """Relative path of one surrogate's adversarial set (the benchmark's layout)."""
     return f"adv-glue-plus-plus/data/{surrogate}.json"
@@ -86,18 +90,32 @@ def test_message(task: str, record: dict[str, Any]) -> str:
     SemAttack items already hold the full formatted input in ``sentence``.
     """
     key1, key2 = TASK_KEYS[task]
-    try:
-        if record.get("method") == "semattack":
-            message = record["sentence"]
-        else:
-            message = f"{key1}: {record[key1]}"
-            if key2:
-                message = f"{message}\n{key2}: {record[key2]}"
-    except KeyError as exc:
-        raise DataError(f"AdvGLUE++ {task} record lacks the field {exc.args[0]!r}",
-                        "use the benchmark's adv-glue-plus-plus/data/<surrogate>.json files") from None
+    if record.get("method") == "semattack":
+        message = R.text(record, "sentence")
+    else:
+        message = f"{key1}: {R.text(record, key1)}"
+        if key2:
+            message = f"{message}\n{key2}: {R.text(record, key2)}"
     # Upstream renames GLUE's RTE keys on the whole message; kept for identical prompts.
     return f"{message}".replace("sentence1", "premise").replace("sentence2", "Hypothesis")
+
+
+def check_record(task: str, record: Any) -> None:
+    """An AdvGLUE++ item: its task's text fields (strings) and an integer label of that task."""
+    R.obj(record)
+    test_message(task, record)
+    R.integer(record, "label", tuple(sorted(set(ANSWER_MAPPING[task].values()))))
+
+
+def _check_items(content: dict[str, Any], relpath: str) -> None:
+    """Every item of the scored tasks in one surrogate file (other tasks are never read)."""
+    for task in TASKS:
+        items = content.get(task, [])
+        if not isinstance(items, list):
+            raise DataError(f"{relpath}: the {task!r} set is not a list of items", RESTORE)
+        for i, item in enumerate(items):
+            with R.located(f"{relpath}: {task} item {i}", RESTORE):
+                check_record(task, item)
 
 
 def build_messages(task: str, record: dict[str, Any]) -> list[Message]:
@@ -182,6 +200,7 @@ class AdvGluePerspective(Perspective):
                 if not isinstance(content, dict):
                     raise DataError(f"{relpath} is not a JSON object keyed by task",
                                     "restore the file from the AdvGLUE++ release")
+                _check_items(content, relpath)
             else:
                 content = self._from_task_files(data, surrogate)
             self._files[key] = content
@@ -200,7 +219,9 @@ class AdvGluePerspective(Perspective):
                     "download adv-glue-plus-plus/data/{alpaca,vicuna,stable-vicuna}.json from the hub dataset "
                     "AI-Secure/DecodingTrust into <data-dir>/adv-glue-plus-plus/data/, or run without adv_glue",
                 )
-            out[task] = [r for r in read_jsonl(data, relpath) if r.get("model") == surrogate]
+            rows = read_jsonl(data, relpath, check=lambda r, t=task: (R.text(r, "model"), check_record(t, r)),
+                              fix=RESTORE)
+            out[task] = [r for r in rows if r["model"] == surrogate]
         return out
 
     def load_records(self, data: DataSource, scenario: str, options: EvalOptions) -> list[Any]:
@@ -213,11 +234,8 @@ class AdvGluePerspective(Perspective):
 
     def sample_from_record(self, scenario: str, record: Any, index: int, options: EvalOptions) -> Sample:
         surrogate, task = split_cell(scenario)
-        try:
-            label = int(record["label"])
-        except (KeyError, TypeError, ValueError):
-            raise DataError(f"AdvGLUE++ {scenario} record {index} has no integer 'label'",
-                            "use the benchmark's adv-glue-plus-plus data files") from None
+        check_record(task, record)
+        label = record["label"]
         return self.make_sample(
             scenario, index, build_messages(task, record), self.params(options, MAX_TOKENS, 0.0),
             record=record, target=label, surrogate=surrogate, task=task,
@@ -232,6 +250,10 @@ class AdvGluePerspective(Perspective):
         prediction = parse_prediction(responses[0], task)
         return {"prediction": prediction, "label": sample.target,
                 "correct": prediction == sample.target, "refusal": prediction == -1}
+
+    def answered_only(self, scored: list[ScoredSample], profile: str) -> list[ScoredSample]:
+        """Items with a parsed answer (prediction -1 is a refusal): robust accuracy among answers."""
+        return [s for s in scored if not s.outcome["refusal"]]
 
     def aggregate(self, scored: list[ScoredSample], profile: str,
                   options: EvalOptions | None = None) -> PerspectiveResult:

@@ -24,6 +24,7 @@ import random
 from pathlib import Path
 from typing import Any, ClassVar
 
+from comptrust.data import records as R
 from comptrust.data.source import DataSource, LocalFolder, read_csv, read_jsonl
 from comptrust.errors import ConfigError, DataError
 from comptrust.perspectives.base import EvalOptions, Perspective, check_profile, classification_messages, mean
@@ -83,28 +84,48 @@ def parse_ethics(response: str, scenario: str) -> str:
     return pre
 
 
-def normalise_row(row: dict[str, Any], where: str) -> dict[str, Any]:
-    """A CSV row (label, input, is_short) or hub JSONL row (label [..], input1, is_short) -> one shape."""
-    label = row.get("label")
-    if isinstance(label, list) and label:
+RESTORE = "use the ETHICS commonsense files of DecodingTrust's data/machine_ethics folder (or the hub dataset)"
+
+
+def normalise_row(row: Any, where: str) -> dict[str, Any]:
+    """A CSV row (label, input, is_short) or hub JSONL row (label [..], input1, is_short) -> one shape.
+
+    CSV cells are strings ("1", "True"); the hub holds the label as a one-element list and
+    ``is_short`` as a boolean.  Anything else is a :class:`DataError` naming ``where`` and the field.
+    """
+    with R.located(where, RESTORE):
+        return _normalise(row)
+
+
+def _normalise(row: Any) -> dict[str, Any]:
+    R.obj(row)
+    label = R.get(row, "label")
+    if isinstance(label, list) and len(label) == 1:
         label = label[0]
-    text = row.get("input", row.get("input1"))
-    try:
-        label_i = int(label)  # type: ignore[arg-type]
-    except (TypeError, ValueError) as exc:
-        raise DataError(f"{where}: ETHICS row has no 0/1 label", "use the ETHICS commonsense files") from exc
-    if label_i not in (0, 1) or not isinstance(text, str):
-        raise DataError(f"{where}: ETHICS row needs label 0/1 and an input text",
-                        "use the ETHICS commonsense files")
-    short = row.get("is_short")
-    return {"label": label_i, "input": text, "is_short": short is True or str(short).strip().lower() == "true"}
+    if isinstance(label, bool) or label not in (0, 1, "0", "1"):
+        raise R.RecordError(f"field 'label' must be 0 or 1 (or [0]/[1]), got {R.describe(row['label'])}")
+    text = R.text(row, "input" if "input" in row else "input1")
+    short = R.get(row, "is_short")
+    if not (isinstance(short, bool) or isinstance(short, str) and short.strip().lower() in ("true", "false")):
+        raise R.RecordError(f"field 'is_short' must be true or false, got {R.describe(short)}")
+    return {"label": int(label), "input": text, "is_short": short is True or str(short).strip().lower() == "true"}
+
+
+def check_record(scenario: str, record: Any) -> None:
+    """A stored record: the input text, a 0/1 label and, for few-shot, its [sentence, 0/1] demonstrations."""
+    R.text(record, "input")
+    R.integer(record, "label", (0, 1))
+    if scenario == "few_shot":
+        for i, (_text, label) in enumerate(R.pairs(record, "demos", label_types=(int,))):
+            if label not in (0, 1):
+                raise R.RecordError(f"field 'demos' item {i} must have the label 0 or 1, got {label}")
 
 
 def _read_rows(data: DataSource, csv_path: str, jsonl_path: str) -> list[dict[str, Any]]:
     if data.exists(csv_path):
         rows, where = read_csv(data, csv_path), csv_path
     elif data.exists(jsonl_path):
-        rows, where = read_jsonl(data, jsonl_path), jsonl_path
+        rows, where = read_jsonl(data, jsonl_path, check=_normalise, fix=RESTORE), jsonl_path
     else:
         raise DataError(f"data file {csv_path} is missing from the data source",
                         "pass --data-dir with a copy of DecodingTrust's data/ folder that has it, or use the hub")
@@ -119,8 +140,9 @@ def read_train_file(path: str | Path) -> list[dict[str, Any]]:
                         "pass --option ethics_train_file=PATH pointing at an existing cm_train.csv "
                         "(label,input,is_short,... columns)")
     folder = LocalFolder(p.parent)
-    rows = read_jsonl(folder, p.name) if p.suffix == ".jsonl" else read_csv(folder, p.name)
-    return [normalise_row(r, f"{p} row {i + 1}") for i, r in enumerate(rows)]
+    if p.suffix == ".jsonl":
+        return [_normalise(r) for r in read_jsonl(folder, p.name, check=_normalise, fix=RESTORE)]
+    return [normalise_row(r, f"{p} row {i + 1}") for i, r in enumerate(read_csv(folder, p.name))]
 
 
 def draw_demos(n_test: int, train: list[dict[str, Any]], k: int = FEW_SHOT_K,
@@ -202,6 +224,7 @@ class MachineEthicsPerspective(Perspective):
     def sample_from_record(self, scenario: str, record: Any, index: int, options: EvalOptions) -> Sample:
         if scenario not in SCENARIOS:
             raise ConfigError(f"unknown machine_ethics scenario {scenario!r}", f"choose from: {', '.join(SCENARIOS)}")
+        check_record(scenario, record)
         task, sentence = INSTRUCTION, record["input"]
         if scenario in JAILBREAK:
             task += JAILBREAK_PROMPTS[int(scenario.rsplit("_", 1)[1])]
@@ -224,6 +247,15 @@ class MachineEthicsPerspective(Perspective):
         answered = pred in OPTIONS
         return {"pred": pred, "answered": answered, "label": sample.target,
                 "correct": answered and pred == sample.target, "not_wrong": pred == "not wrong"}
+
+    def bootstrap_unit(self, sample: Sample) -> str:
+        """One ETHICS commonsense row: the jailbreak and evasive prompts reuse the zero-shot rows."""
+        record = sample.record if isinstance(sample.record, dict) else {}
+        return f"row/{record['row']}" if "row" in record else sample.id
+
+    def answered_only(self, scored: list[ScoredSample], profile: str) -> list[ScoredSample]:
+        """Answered items only (the ``decodingtrust`` profile already divides by answered items)."""
+        return [s for s in scored if s.outcome["answered"]]
 
     def aggregate(self, scored: list[ScoredSample], profile: str,
                   options: EvalOptions | None = None) -> PerspectiveResult:

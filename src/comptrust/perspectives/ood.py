@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from comptrust.data import records as R
 from comptrust.data.source import DataSource, read_json, read_jsonl
 from comptrust.errors import ConfigError, DataError
 from comptrust.perspectives import ood_prompts as P
@@ -82,11 +83,38 @@ def scored_runs(draws: tuple[int, ...] = P.DRAWS) -> dict[str, list[str]]:
 # ---- data: the local JSON layout, or the hub's JSON lines with a ``category`` column -------
 
 
-def _group(rows: list[Any], relpath: str) -> dict[str, list[Any]]:
+RESTORE = "use the unmodified ood/ files of DecodingTrust's data/ folder (or the hub dataset)"
+DATED_SETS = ("qa_2020", "qa_2023", "2021_qa")  # items whose prompt shows their question_date
+
+
+def check_knowledge_item(item: Any, dated: bool) -> None:
+    """A RealtimeQA/MMLU item: question, 4 choices, a digit answer 0-3 (and its date where the prompt shows it)."""
+    R.text(item, "question_sentence")
+    R.text_list(item, "choices", 4)
+    if P.first_answer(R.get(item, "answer")) not in P.KNOWLEDGE_DIGITS:
+        raise R.RecordError(f"field 'answer' must be a digit 0-3, got {R.describe(item['answer'])}")
+    if dated:
+        R.text(item, "question_date")
+
+
+def check_style_item(item: Any) -> None:
+    """An SST-2 item: the sentence (``sentence``, hub ``question_sentence``) and a 0/1 label (hub ``answer``)."""
+    R.text(item, "sentence" if "sentence" in R.obj(item) else "question_sentence")
+    key = "label" if "label" in item else "answer"
+    if P.first_answer(R.get(item, key)) not in ("0", "1"):
+        raise R.RecordError(f"field {key!r} must be 0 or 1, got {R.describe(item[key])}")
+
+
+def check_item(kind: str, set_name: str, item: Any) -> None:
+    if kind == "knowledge":
+        check_knowledge_item(item, dated=set_name.rsplit("_", 1)[0] in DATED_SETS or set_name in DATED_SETS)
+    else:
+        check_style_item(item)
+
+
+def _group(rows: list[Any]) -> dict[str, list[Any]]:
     out: dict[str, list[Any]] = {}
-    for i, row in enumerate(rows):
-        if not isinstance(row, dict) or "category" not in row:
-            raise DataError(f"{relpath} row {i + 1} has no 'category'", "restore the file from the hub dataset")
+    for row in rows:
         out.setdefault(row["category"], []).append(row)
     return out
 
@@ -105,8 +133,17 @@ def load_sets(data: DataSource, kind: str) -> dict[str, list[dict[str, Any]]]:
             raise DataError(f"{relpath} is not a JSON object with {parts[0]!r} and {parts[1]!r} sets",
                             "restore the file from DecodingTrust's data/ood folder")
         sets = {**raw[parts[0]], **raw[parts[1]]}
+        for name, items in sets.items():
+            if not isinstance(items, list):
+                raise DataError(f"{relpath}: set {name!r} is not a list of items", RESTORE)
+            for i, item in enumerate(items):
+                with R.located(f"{relpath}: set {name!r} item {i}", RESTORE):
+                    check_item(kind, name, item)
     elif data.exists(relpath + "l"):
-        sets = _group(read_jsonl(data, relpath + "l"), relpath + "l")
+        def check_row(row: Any) -> None:
+            check_item(kind, R.text(row, "category"), row)
+
+        sets = _group(read_jsonl(data, relpath + "l", check=check_row, fix=RESTORE))
     else:
         raise DataError(f"OOD data file {relpath} is missing from the data source",
                         "pass --data-dir with DecodingTrust's data/ folder (it has ood/), or use the hub dataset")
@@ -115,6 +152,26 @@ def load_sets(data: DataSource, kind: str) -> dict[str, list[dict[str, Any]]]:
                         "label": P.first_answer(it.get("label", it.get("answer")))} for it in items]
                 for name, items in sets.items()}
     return sets
+
+
+def check_record(scenario: str, record: Any) -> None:
+    """A stored record: its run name, the test item and the demonstrations the prompt shows."""
+    R.text(record, "run")
+    if "index" in record:
+        R.integer(record, "index")
+    demos = R.get(record, "demos")
+    if not isinstance(demos, list):
+        raise R.RecordError(f"field 'demos' must be a list of items, got {R.describe(demos)}")
+    if scenario.startswith("knowledge"):
+        source = R.text(record, "demo_source") if demos else None
+        check_knowledge_item(R.get(record, "item"), dated=True)
+        for demo in demos:
+            check_knowledge_item(demo, dated=source == "2021_qa")
+    else:
+        for item in (R.get(record, "item"), *demos):
+            R.text(item, "sentence")
+            if P.first_answer(R.get(item, "label")) not in ("0", "1"):
+                raise R.RecordError(f"field 'label' must be 0 or 1, got {R.describe(item['label'])}")
 
 
 class OodPerspective(Perspective):
@@ -186,6 +243,11 @@ class OodPerspective(Perspective):
 
     def sample_from_record(self, scenario: str, record: Any, index: int, options: EvalOptions) -> Sample:
         try:
+            check_record(scenario, record)
+        except R.RecordError as exc:
+            run, idx = (record.get("run"), record.get("index", index)) if isinstance(record, dict) else (None, index)
+            raise R.RecordError(f"OOD record {run}/{idx} is malformed: {exc.problem}") from None
+        try:
             item, index = record["item"], record.get("index", index)
             if scenario.startswith("knowledge"):
                 idk = bool(record.get("idk"))
@@ -217,6 +279,20 @@ class OodPerspective(Perspective):
         if sample.scenario.startswith("knowledge"):
             return P.parse_knowledge(responses[0], sample.target, sample.record["item"]["choices"])
         return P.parse_style(responses[0], sample.target)
+
+    def bootstrap_unit(self, sample: Sample) -> str:
+        """A test item: the same SST-2 sentence in every style run, the same question in every
+        knowledge run of its set (zero-shot, "I don't know" and few-shot), is one unit."""
+        record = sample.record if isinstance(sample.record, dict) else {}
+        if "index" not in record:
+            return sample.id
+        if str(sample.scenario).startswith("knowledge"):
+            return f"knowledge/{record.get('test')}/{record['index']}"
+        return f"style/{record['index']}"
+
+    def answered_only(self, scored: list[ScoredSample], profile: str) -> list[ScoredSample]:
+        """Items the model answered (refusals removed): knowledge then scores MACC, style accuracy."""
+        return [s for s in scored if not s.outcome["refusal"]]
 
     def aggregate(self, scored: list[ScoredSample], profile: str,
                   options: EvalOptions | None = None) -> PerspectiveResult:

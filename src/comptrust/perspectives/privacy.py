@@ -15,12 +15,12 @@ Our choices on upstream quirks are in docs/perspectives/privacy.md.
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from comptrust.data.source import DataSource, read_json, read_jsonl
+from comptrust.data import records as R
+from comptrust.data.source import DataSource, LocalFolder, read_json, read_jsonl
 from comptrust.errors import ConfigError, DataError
 from comptrust.perspectives import privacy_prompts as pp
 from comptrust.perspectives.base import EvalOptions, Perspective, check_profile
@@ -96,6 +96,8 @@ class PrivacyPerspective(Perspective):
         raise ConfigError(f"unknown privacy scenario {scenario!r}", f"choose from: {', '.join(SCENARIOS)}")
 
     def sample_from_record(self, scenario: str, record: Any, index: int, options: EvalOptions) -> Sample:
+        if scenario in RECORD_CHECKS:
+            RECORD_CHECKS[scenario](record)
         try:
             if scenario == "enron_email_extraction":
                 messages = [{"role": "user", "content": pp.enron_prompt(record)}]
@@ -129,6 +131,29 @@ class PrivacyPerspective(Perspective):
         if sample.scenario == "pii":
             return {"items": [pii_outcome(r, sample.target) for r in responses]}
         return {"items": [understanding_outcome(r) for r in responses]}
+
+    def bootstrap_unit(self, sample: Sample) -> str:
+        """Enron: one e-mail owner (the same row in every prompt type); PII: one set of people
+        (``source_index``, shared by every PII type and mode); understanding: one phrasing (asked
+        under every topic)."""
+        record = sample.record if isinstance(sample.record, dict) else {}
+        if sample.scenario == "enron_email_extraction" and "index" in record:
+            return f"enron/{record['index']}"
+        if sample.scenario == "pii" and "source_index" in record:
+            return f"pii/{record['source_index']}"
+        if sample.scenario == "privacy_understanding" and "phrasing" in record:
+            return f"understanding/{record['phrasing']}"
+        return sample.id
+
+    def answered_only(self, scored: list[ScoredSample], profile: str) -> list[ScoredSample]:
+        """Only responses that are not rejections: leak rates among answers."""
+        out = []
+        for s in scored:
+            keep = [i for i, item in enumerate(s.outcome["items"]) if not item.get("reject")]
+            if keep:
+                out.append(ScoredSample(s.sample, [s.responses[i] for i in keep if i < len(s.responses)],
+                                        {**s.outcome, "items": [s.outcome["items"][i] for i in keep]}))
+        return out
 
     def aggregate(self, scored: list[ScoredSample], profile: str,
                   options: EvalOptions | None = None) -> PerspectiveResult:
@@ -203,35 +228,81 @@ def _missing_subsets(by_scenario: dict[str, dict[str, list]], selected: list[str
 # ---- loading ---------------------------------------------------------------------------------
 
 
+RESTORE = "restore it from DecodingTrust's data/privacy/enron_data folder (or the hub dataset)"
+TEXT_MAPPINGS = ("email2name", "context")  # e-mail -> a name / an e-mail's context; the others -> [[email, name]]
+
+
 def load_mapping(data: DataSource, name: str) -> dict[str, Any]:
     """``privacy/enron_data/<name>.json`` (local layout), or the hub's ``<name>.jsonl`` lines. Never a pickle."""
     if data.exists(f"{ENRON_DIR}/{name}.json"):
-        return _json_mapping(read_json(data, f"{ENRON_DIR}/{name}.json"), f"{ENRON_DIR}/{name}.json")
+        return _json_mapping(read_json(data, f"{ENRON_DIR}/{name}.json"), name, f"{ENRON_DIR}/{name}.json")
     if not data.exists(f"{ENRON_DIR}/{name}.jsonl"):
         raise DataError(f"the data source lacks {ENRON_DIR}/{name}.json (and .jsonl)",
                         "pass --data-dir with DecodingTrust's data/ folder, or use the hub")
-    return _lines_mapping(read_jsonl(data, f"{ENRON_DIR}/{name}.jsonl"), name, f"{ENRON_DIR}/{name}.jsonl")
+    lines = read_jsonl(data, f"{ENRON_DIR}/{name}.jsonl", check=lambda line: _line_value(line, name), fix=RESTORE)
+    return {line["email"]: _line_value(line, name) for line in lines}
 
 
-def _json_mapping(obj: Any, where: str) -> dict[str, Any]:
+def _check_value(value: Any, name: str, what: str = "the value") -> Any:
+    """A mapping value: a string for the name and context files, else [e-mail, name] demonstration pairs."""
+    if name in TEXT_MAPPINGS:
+        return R.as_text(value, what)
+    return R.as_pairs(value, what)
+
+
+def _json_mapping(obj: Any, name: str, where: str) -> dict[str, Any]:
     if not isinstance(obj, dict):
-        raise DataError(f"{where} is not a JSON object (e-mail -> value)", "restore it from the original data")
+        raise DataError(f"{where} is not a JSON object (e-mail -> value)", RESTORE)
+    for i, value in enumerate(obj.values()):
+        with R.located(f"{where}: entry {i}", RESTORE):
+            _check_value(value, name)
     return obj
 
 
-def _lines_mapping(lines: list[Any], name: str, where: str) -> dict[str, Any]:
-    """Hub lines ``{"email", "name"}`` / ``{"email", "prompt": [[...]]}``; for the name and
-    context files upstream keeps ``prompt[0][0]``."""
-    out: dict[str, Any] = {}
-    for line in lines:
-        value = line.get("name", line.get("context", line.get("prompt"))) if isinstance(line, dict) else None
-        if value is None or "email" not in line:
-            raise DataError(f"{where} has a line without email and name/context/prompt",
-                            "restore it from the original data")
-        if name in ("email2name", "context") and isinstance(value, list):
-            value = value[0][0]
-        out[line["email"]] = value
-    return out
+def _line_value(line: Any, name: str) -> Any:
+    """One hub line's value: ``{"email", "name"}`` (GitHub's .jsonl) or ``{"email", "prompt": [[...]]}`` (the hub);
+    for the name and context files upstream keeps ``prompt[0][0]``."""
+    R.text(line, "email")
+    key = next((k for k in ("name", "context", "prompt") if k in line), None)
+    if key is None:
+        raise R.RecordError("line lacks the field 'name', 'context' or 'prompt'")
+    value = line[key]
+    if name in TEXT_MAPPINGS and key == "prompt":
+        if not (isinstance(value, list) and value and isinstance(value[0], list) and value[0]):
+            raise R.RecordError(f"field 'prompt' must be [[text]], got {R.describe(value)}")
+        value = value[0][0]
+    return _check_value(value, name, f"field {key!r}")
+
+
+def _check_enron(record: Any) -> None:
+    prompt_type = R.one_of(record, "prompt_type", pp.ENRON_TYPES)
+    for key in ("email", "name"):
+        R.text(record, key)
+    R.integer(record, "index")
+    if prompt_type.startswith("context"):
+        R.text(record, "context_prompt")
+    elif not prompt_type.startswith(("zero", "knownzero")):
+        R.pairs(record, "supports")
+
+
+def _check_pii(record: Any) -> None:
+    R.one_of(record, "pii", pp.PII_TYPES)
+    R.one_of(record, "mode", tuple(m[0] for m in pp.PII_MODES))
+    R.one_of(record, "fewshot_type", ("attack", "protect"))
+    k = R.integer(record, "k")
+    R.integer(record, "case")
+    people = R.pairs(record, "people")
+    if not 0 <= k < len(people):
+        raise R.RecordError(f"field 'people' must hold more than k={k} [name, value] pairs, got {len(people)}")
+
+
+def _check_understanding(record: Any) -> None:
+    R.one_of(record, "topic", pp.TOPICS)
+    R.integer(record, "phrasing", tuple(range(len(pp.PHRASINGS))))
+
+
+RECORD_CHECKS = {"enron_email_extraction": _check_enron, "pii": _check_pii,
+                 "privacy_understanding": _check_understanding}
 
 
 def load_context(data: DataSource, options: EvalOptions) -> dict[str, str] | None:
@@ -242,13 +313,11 @@ def load_context(data: DataSource, options: EvalOptions) -> dict[str, str] | Non
         if not p.is_file():
             raise DataError(f"enron_context_file {p} does not exist",
                             "pass the path of DecodingTrust's privacy/enron_data/context.json (or .jsonl)")
-        text = p.read_text(encoding="utf-8")
-        try:
-            if p.suffix == ".jsonl":
-                return _lines_mapping([json.loads(x) for x in text.splitlines() if x.strip()], "context", str(p))
-            return _json_mapping(json.loads(text), str(p))
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{p} is not valid JSON ({exc.msg})", "restore it from the original data") from exc
+        folder = LocalFolder(p.parent)
+        if p.suffix == ".jsonl":
+            lines = read_jsonl(folder, p.name, check=lambda line: _line_value(line, "context"), fix=RESTORE)
+            return {line["email"]: _line_value(line, "context") for line in lines}
+        return _json_mapping(read_json(folder, p.name), "context", str(p))
     if data.exists(f"{ENRON_DIR}/context.json") or data.exists(f"{ENRON_DIR}/context.jsonl"):
         return load_mapping(data, "context")
     return None

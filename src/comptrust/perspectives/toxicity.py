@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from comptrust.data import records as R
 from comptrust.data.source import DataSource, read_json, read_jsonl
 from comptrust.errors import ConfigError, DataError
 from comptrust.perspectives.base import EvalOptions, Perspective, check_profile, mean
@@ -104,15 +105,8 @@ def strips_outputs(profile: str, override: bool | None = None) -> bool:
 
 
 def prompt_text(record: Any) -> str:
-    try:
-        text = record["prompt"]["text"]
-    except (KeyError, TypeError) as exc:
-        raise DataError("toxicity record has no prompt.text field",
-                        "use DecodingTrust's toxicity/user_prompts/*.jsonl files") from exc
-    if not isinstance(text, str):
-        raise DataError("toxicity record's prompt.text is not a string",
-                        "use DecodingTrust's toxicity/user_prompts/*.jsonl files")
-    return text
+    """The prompt to continue (``prompt.text``, a string, in every prompt set)."""
+    return R.text(record, "prompt.text")
 
 
 def build_messages(template: dict[str, str], text: str) -> list[Message]:
@@ -182,7 +176,8 @@ class ToxicityPerspective(Perspective):
 
     def load_records(self, data: DataSource, scenario: str, options: EvalOptions) -> list[Any]:
         prompt_set, _ = split_scenario(scenario)
-        return read_jsonl(data, PROMPT_FILES[prompt_set])
+        return read_jsonl(data, PROMPT_FILES[prompt_set], check=prompt_text,
+                          fix="use DecodingTrust's toxicity/user_prompts/*.jsonl files")
 
     def samples(self, data: DataSource, options: EvalOptions) -> list[Sample]:
         templates = load_templates(data)
@@ -267,6 +262,22 @@ class ToxicityPerspective(Perspective):
         return info
 
     # ---- aggregation ------------------------------------------------------------------
+
+    def bootstrap_unit(self, sample: Sample) -> str:
+        """A prompt of one prompt set: the benign and the adversarial template reuse it (one unit)."""
+        return f"{sample.metadata.get('prompt_set', sample.scenario)}/{sample.id.rsplit('/', 1)[-1]}"
+
+    def answered_only(self, scored: list[ScoredSample], profile: str) -> list[ScoredSample]:
+        """Only the continuations that are not refusals; a prompt left with none is dropped."""
+        out = []
+        for s in scored:
+            keep = [i for i, rejected in enumerate(s.outcome["rejected"]) if not rejected]
+            if keep:
+                tox = [s.outcome["toxicity"][i] for i in keep]
+                out.append(ScoredSample(s.sample, [s.responses[i] for i in keep if i < len(s.responses)],
+                                        {**s.outcome, "toxicity": tox, "rejected": [False] * len(keep),
+                                         "max_toxicity": max(tox)}))
+        return out
 
     def aggregate(self, scored: list[ScoredSample], profile: str,
                   options: EvalOptions | None = None) -> PerspectiveResult:

@@ -19,7 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from comptrust.report.bootstrap import BootstrapResult, bootstrap_perspective, percentile_interval
+from comptrust.errors import DataError
+from comptrust.report import bootstrap
+from comptrust.report.bootstrap import BootstrapResult, bootstrap_perspective, degenerate_counts, eval_options, interval
+from comptrust.report.consistency import mismatch_warnings
+from comptrust.report.health import HealthCounts, count_responses
 from comptrust.report.runs import MEASURES, Run, check_comparable, load_runs
 
 AVERAGE = "average"
@@ -42,6 +46,7 @@ class Cell:
     partial: bool = False
     missing: list[str] = field(default_factory=list)
     ci: tuple[float, float] | None = None
+    reason: str | None = None  # why there is no interval
 
     @property
     def mean(self) -> float | None:
@@ -55,19 +60,17 @@ class Cell:
     def to_json(self) -> dict[str, Any]:
         return {"mean": self.mean, "std": self.std, "values": self.values, "n_runs": self.n_runs,
                 "partial": self.partial, "missing": self.missing,
-                "ci95": list(self.ci) if self.ci else None}
+                "ci95": list(self.ci) if self.ci else None, "no_interval_reason": self.reason}
 
 
 @dataclass
-class Delta:
-    """Compressed minus dense for one measure, with its bootstrap 95% interval."""
+class Change:
+    """Compressed minus dense of one quantity, with its bootstrap 95% interval or why it has none."""
 
-    measure: str
-    value: float
-    std: float | None
-    ci: tuple[float, float] | None
-    paired: bool | None
-    note: str | None = None
+    value: float | None
+    ci: tuple[float, float] | None = None
+    reason: str | None = None
+    se: float | None = None  # bootstrap standard error of the change
 
     @property
     def significant(self) -> bool | None:
@@ -77,9 +80,43 @@ class Delta:
         return self.ci[0] > 0 or self.ci[1] < 0
 
     def to_json(self) -> dict[str, Any]:
-        return {"measure": self.measure, "delta": self.value, "std": self.std,
-                "ci95": list(self.ci) if self.ci else None, "significant": self.significant,
-                "paired": self.paired, "note": self.note}
+        return {"delta": self.value, "ci95": list(self.ci) if self.ci else None, "significant": self.significant,
+                "no_interval_reason": self.reason, "se": self.se}
+
+
+# The smallest drop a 95% two-sided test detects with 80% power is (1.96 + 0.84) standard errors.
+POWER_Z = 1.96 + 0.8416
+
+
+@dataclass
+class Delta(Change):
+    """The score change of one measure, with the changes of its refusal rate, its score on
+    answered prompts only and its share of degenerate responses (same bootstrap draws)."""
+
+    measure: str = ""
+    std: float | None = None  # spread of the change across calibration seeds
+    paired: bool | None = None
+    refusal: Change | None = None
+    answered: Change | None = None
+    degenerate: Change | None = None
+    refusal_driven: str | None = None  # why the change is explained by refusals (labelled, not a plain move)
+
+    @property
+    def note(self) -> str | None:
+        return self.reason
+
+    @property
+    def detectable(self) -> float | None:
+        """The drop (points) this comparison would detect with 80% power at the 5% level."""
+        return None if self.se is None or self.ci is None else POWER_Z * self.se
+
+    def to_json(self) -> dict[str, Any]:
+        return {"measure": self.measure, **super().to_json(), "std": self.std, "paired": self.paired,
+                "note": self.reason, "detectable_drop_80pct_power": self.detectable,
+                "refusal": self.refusal.to_json() if self.refusal else None,
+                "answered_only": self.answered.to_json() if self.answered else None,
+                "degenerate": self.degenerate.to_json() if self.degenerate else None,
+                "refusal_driven": self.refusal_driven}
 
 
 @dataclass
@@ -92,6 +129,9 @@ class Variant:
     runs: list[Run]
     cells: dict[str, Cell] = field(default_factory=dict)
     refusals: dict[str, Cell] = field(default_factory=dict)
+    answered: dict[str, Cell] = field(default_factory=dict)  # score on answered prompts only
+    degenerate: dict[str, Cell] = field(default_factory=dict)  # % degenerate responses
+    health: dict[str, HealthCounts] = field(default_factory=dict)  # degenerate responses by kind, all runs
     deltas: dict[str, Delta] = field(default_factory=dict)
     size_hint: int | None = None  # dense weights size as recorded in a compressed model's manifest
 
@@ -103,24 +143,41 @@ class Variant:
     def seeds(self) -> list[Any]:
         return [r.seed for r in self.runs]
 
+    def overall_health(self) -> HealthCounts:
+        """Degenerate responses over every generating measure of every run of this variant."""
+        total = HealthCounts()
+        for counts in self.health.values():
+            total = total.merge(counts)
+        return total
+
     def efficiency(self) -> dict[str, Any]:
         first = self.runs[0]
         sizes = [r.size_bytes for r in self.runs if r.size_bytes is not None]
         if not sizes and self.size_hint is not None:
             sizes = [self.size_hint]
         times = [r.compression_seconds for r in self.runs if r.compression_seconds is not None]
-        tps = [t for t in (r.tokens_per_second() for r in self.runs) if t is not None]
+
+        def mean_of(values: list[float | None]) -> float | None:
+            present = [v for v in values if v is not None]
+            return statistics.fmean(present) if present else None
+
         return {"method": first.method or ("none" if first.is_dense else None), "bits": first.bits,
                 "sparsity": first.sparsity, "pattern": first.pattern,
                 "size_bytes": statistics.fmean(sizes) if sizes else None,
                 "compression_s": statistics.fmean(times) if times else None,
-                "tokens_per_s": statistics.fmean(tps) if tps else None}
+                "tokens_per_s": mean_of([r.tokens_per_second() for r in self.runs]),
+                "completions_per_s": mean_of([r.completions_per_second() for r in self.runs]),
+                "tokens_per_completion": mean_of([r.tokens_per_completion() for r in self.runs])}
 
     def to_json(self) -> dict[str, Any]:
         return {"key": self.key, "label": self.label, "base": self.base, "dense": self.is_dense,
                 "runs": [str(r.path) for r in self.runs], "seeds": self.seeds,
                 "scores": {m: c.to_json() for m, c in self.cells.items()},
                 "refusal_rates": {m: c.to_json() for m, c in self.refusals.items()},
+                "answered_only_scores": {m: c.to_json() for m, c in self.answered.items()},
+                "degenerate_pct": {m: c.to_json() for m, c in self.degenerate.items()},
+                "output_health": {m: h.to_json() for m, h in self.health.items()},
+                "output_health_overall": self.overall_health().to_json(),
                 "deltas": {m: d.to_json() for m, d in self.deltas.items()},
                 "efficiency": self.efficiency()}
 
@@ -194,6 +251,27 @@ def group_runs(runs: list[Run]) -> list[Base]:
     return bases
 
 
+def run_views(run: Run, measure: str) -> tuple[dict[str, float] | None, HealthCounts | None]:
+    """Answered-only score and degenerate share of one run's measure (from its scores.jsonl), and its
+    degenerate responses by kind; ``(None, None)`` without per-sample scores."""
+    from comptrust.registry import get_perspective
+
+    try:
+        scored = run.scored(measure)
+    except DataError:
+        return None, None
+    if not scored:
+        return None, None
+    try:
+        perspective = get_perspective(measure)
+        counts = degenerate_counts(perspective, scored)
+        views = bootstrap.measure(perspective, scored, run.profile or "comp-trust", eval_options(run), counts)
+    except Exception:  # a perspective that cannot re-aggregate: the score table still stands  # noqa: BLE001
+        return None, None
+    health = None if counts is None else count_responses([list(s.responses) for s in scored])
+    return views, health
+
+
 def _cells(variant: Variant) -> None:
     for m in MEASURES:
         present = [r for r in variant.runs if r.score(m) is not None]
@@ -202,8 +280,25 @@ def _cells(variant: Variant) -> None:
         variant.cells[m] = Cell([r.score(m) for r in present], len(variant.runs), bool(partial), missing)
         refused = [r.refusal(m) for r in variant.runs if r.refusal(m) is not None]
         variant.refusals[m] = Cell(refused, len(variant.runs))
+        answered: list[float] = []
+        degenerate: list[float] = []
+        for run in present:
+            views, health = run_views(run, m)
+            if views is None:
+                continue
+            if np.isfinite(views["answered"]):
+                answered.append(views["answered"])
+            if np.isfinite(views["degenerate"]):
+                degenerate.append(views["degenerate"])
+            if health is not None:
+                variant.health[m] = variant.health[m].merge(health) if m in variant.health else health
+        variant.answered[m] = Cell(answered, len(variant.runs))
+        variant.degenerate[m] = Cell(degenerate, len(variant.runs))
     averages = [average_of_nine({m: r.score(m) for m in MEASURES}) for r in variant.runs]
     variant.cells[AVERAGE] = Cell([a for a in averages if a is not None], len(variant.runs))
+
+
+Replicates = dict[str, dict[str, dict[str, np.ndarray]]]  # quantity -> measure -> run path -> values
 
 
 def _mean_replicates(variant: Variant, reps: dict[str, dict[str, np.ndarray]], measure: str) -> np.ndarray | None:
@@ -223,15 +318,70 @@ def _mean_replicates(variant: Variant, reps: dict[str, dict[str, np.ndarray]], m
     return np.mean(np.vstack(arrays), axis=0) if arrays else None
 
 
-def _deltas(base: Base, reps: dict[str, dict[str, np.ndarray]], boots: dict[str, BootstrapResult],
-            n_boot: int) -> None:
+def _why_none(variant: Variant, boots: dict[str, BootstrapResult], measure: str, n_boot: int) -> str:
+    """Why a variant has no replicates for ``measure``."""
+    if not n_boot:
+        return "bootstrap off (--bootstrap 0)"
+    if measure == AVERAGE:
+        return "needs an interval for every one of the nine measures"
+    boot = boots.get(measure)
+    if boot is not None:
+        for run in variant.runs:
+            reason = boot.reason(str(run.path))
+            if reason:
+                return reason
+    return "no per-sample scores for a bootstrap"
+
+
+def _design_size(variants: list[Variant], boots: dict[str, BootstrapResult], measure: str) -> dict[str, int]:
+    """Units and strata of the smallest design behind an interval (for the small-sample expansion)."""
+    measures = MEASURES if measure == AVERAGE else (measure,)
+    sizes = [(boots[m].units[str(r.path)], boots[m].strata[str(r.path)]) for m in measures if m in boots
+             for v in variants for r in v.runs if str(r.path) in boots[m].units]
+    if not sizes:
+        return {}
+    units, strata = min(sizes)
+    return {"units": units, "strata": strata}
+
+
+def _set_cell_intervals(variant: Variant, reps: Replicates, boots: dict[str, BootstrapResult], n_boot: int) -> None:
+    cells_by_quantity = {"score": variant.cells, "refusal": variant.refusals, "answered": variant.answered,
+                         "degenerate": variant.degenerate}
+    for quantity, cells in cells_by_quantity.items():
+        for m, cell in cells.items():
+            if cell.mean is None:
+                continue
+            r = _mean_replicates(variant, reps.get(quantity, {}), m)
+            if r is None:
+                cell.reason = _why_none(variant, boots, m, n_boot)
+            else:
+                cell.ci, cell.reason = interval(r, **_design_size([variant], boots, m))
+
+
+def _change(variant: Variant, dense: Variant, reps: dict[str, dict[str, np.ndarray]], measure: str,
+            value: float | None, why: str, size: dict[str, int]) -> Change:
+    if value is None:
+        return Change(None, reason="not measured for both models")
+    v_reps, d_reps = _mean_replicates(variant, reps, measure), _mean_replicates(dense, reps, measure)
+    if v_reps is None or d_reps is None:
+        return Change(value, reason=why)
+    diff = v_reps - d_reps
+    ci, reason = interval(diff, **size)
+    finite = diff[np.isfinite(diff)]
+    se = None
+    if ci is not None and finite.size > 1:  # widened like the interval: small samples understate spread
+        se = float(np.std(finite, ddof=1)) * bootstrap.expansion(0.95, **size)
+    return Change(value, ci, reason, se)
+
+
+def _diff(a: Cell, b: Cell) -> float | None:
+    return None if a.mean is None or b.mean is None else a.mean - b.mean
+
+
+def _deltas(base: Base, reps: Replicates, boots: dict[str, BootstrapResult], n_boot: int) -> None:
     dense = base.dense
     if dense is None:
         return
-    for m in (*MEASURES, AVERAGE):
-        dense_reps = _mean_replicates(dense, reps, m) if n_boot else None
-        if dense_reps is not None:
-            dense.cells[m].ci = percentile_interval(dense_reps)
     for variant in base.variants:
         if variant.is_dense:
             continue
@@ -239,18 +389,57 @@ def _deltas(base: Base, reps: dict[str, dict[str, np.ndarray]], boots: dict[str,
             c_cell, d_cell = variant.cells[m], dense.cells[m]
             if c_cell.mean is None or d_cell.mean is None:
                 continue
-            ci, note = None, None
+            why = _why_none(variant, boots, m, n_boot)
+            if why == "no per-sample scores for a bootstrap":
+                why = _why_none(dense, boots, m, n_boot)
+            size = _design_size([variant, dense], boots, m)
+            score = _change(variant, dense, reps.get("score", {}), m, c_cell.mean - d_cell.mean, why, size)
             paired = None if m == AVERAGE else (boots[m].paired if m in boots else None)
-            if n_boot:
-                v_reps, d_reps = _mean_replicates(variant, reps, m), _mean_replicates(dense, reps, m)
-                if v_reps is not None and d_reps is not None:
-                    ci = percentile_interval(v_reps - d_reps)
-                    if ci is None:
-                        note = "too many resamples lost a sub-group; no interval"
-                else:
-                    errs = [e for b in ([boots[m]] if m in boots else boots.values()) for e in b.errors.values()]
-                    note = errs[0] if errs else "no per-sample scores for a bootstrap"
-            variant.deltas[m] = Delta(m, c_cell.mean - d_cell.mean, c_cell.std, ci, paired, note)
+            delta = Delta(score.value, score.ci, score.reason, score.se, measure=m, std=c_cell.std, paired=paired)
+            if m != AVERAGE:
+                delta.refusal = _change(variant, dense, reps.get("refusal", {}), m,
+                                        _diff(variant.refusals[m], dense.refusals[m]), why, size)
+                delta.answered = _change(variant, dense, reps.get("answered", {}), m,
+                                         _diff(variant.answered[m], dense.answered[m]), why, size)
+                delta.degenerate = _change(variant, dense, reps.get("degenerate", {}), m,
+                                           _diff(variant.degenerate[m], dense.degenerate[m]), why, size)
+                delta.refusal_driven = refusal_explanation(delta, variant, dense, m)
+            variant.deltas[m] = delta
+
+
+# A refusal rate that moves this much (points) can explain a score change even where its own
+# interval is missing (every prompt changed alike, e.g. 0% -> 100%).
+REFUSAL_SHIFT = 10.0
+
+
+def refusal_explanation(delta: Delta, variant: Variant, dense: Variant, measure: str) -> str | None:
+    """Why a score change is explained by a change in refusals, or ``None``.
+
+    It is, when the change is significant or has no interval (so a reader could take a large one
+    at face value), the refusal rate moved (its interval excludes zero, or it moved by at least
+    :data:`REFUSAL_SHIFT` points), and the change does not also hold, significantly and in the
+    same direction, on the prompts both models answered.
+    """
+    refusal = delta.refusal
+    if (delta.ci is not None and not delta.significant) or not delta.value or refusal is None \
+            or refusal.value is None:
+        return None
+    if not (refusal.significant or abs(refusal.value) >= REFUSAL_SHIFT):
+        return None
+    answered = delta.answered
+    if (answered is not None and answered.value is not None and answered.significant
+            and answered.value * delta.value > 0):
+        return None
+    before, after = dense.refusals[measure].mean, variant.refusals[measure].mean
+    text = f"refusal rate {before:.0f}% → {after:.0f}%"
+    if variant.answered[measure].mean is None:
+        return text + "; the compressed model answered no prompt, so no answered-only score exists"
+    if answered is None or answered.value is None:
+        return text + "; no answered-only score to check against"
+    if answered.ci is None:
+        return text + f"; on answered prompts only the change is {answered.value:+.1f} (no interval)"
+    return (text + f"; on answered prompts only the change is {answered.value:+.1f} "
+                   f"[{answered.ci[0]:+.1f}, {answered.ci[1]:+.1f}], not a significant move the same way")
 
 
 def build_table(run_dirs: list[Path], n_bootstrap: int = 500, seed: int = 0) -> Table:
@@ -260,6 +449,7 @@ def build_table(run_dirs: list[Path], n_bootstrap: int = 500, seed: int = 0) -> 
     bases = group_runs(runs)
     notes = [f"Run {r.path.name} did not finish; perspectives it had not reached show as missing."
              for r in runs if r.summary.get("finished") is False]
+    notes += mismatch_warnings(bases)
     seconds: dict[str, float] = {}
     for base in bases:
         for variant in base.variants:
@@ -268,22 +458,25 @@ def build_table(run_dirs: list[Path], n_bootstrap: int = 500, seed: int = 0) -> 
             labels = ", ".join(v.label for v in base.variants)
             notes.append(f"No dense run of base model {base.name} was given, so {labels} "
                          "has no deltas (pass the dense model's run folder too).")
-            continue
-        if len(base.variants) == 1:
+        elif len(base.variants) == 1:
             notes.append(f"Only the dense model {base.name} was given: pass run folders of its compressed "
                          "variants too to see changes, intervals and a recommendation.")
-        reps: dict[str, dict[str, np.ndarray]] = {}
+        reps: Replicates = {}
         boots: dict[str, BootstrapResult] = {}
-        if n_bootstrap > 0 and len(base.variants) > 1:
+        if n_bootstrap > 0:
             for m in MEASURES:
                 members = [r for v in base.variants for r in v.runs if r.score(m) is not None]
                 if members:
                     boots[m] = bootstrap_perspective(m, members, n_bootstrap, seed)
-                    reps[m] = boots[m].replicates
+                    for quantity, per_run in boots[m].replicates.items():
+                        reps.setdefault(quantity, {})[m] = per_run
                     seconds[f"{base.name}/{m}"] = round(boots[m].seconds, 3)
+        for variant in base.variants:
+            _set_cell_intervals(variant, reps, boots, n_bootstrap)
         _deltas(base, reps, boots, n_bootstrap)
     settings = {"profile": shared["profile"], "scorers": shared["scorers"], "bootstrap_resamples": n_bootstrap,
-                "bootstrap_seed": seed, "confidence": 0.95, "data": _data_kinds(runs)}
+                "bootstrap_seed": seed, "confidence": 0.95, "data": _data_kinds(runs),
+                "min_units_per_stratum": bootstrap.MIN_UNITS_PER_STRATUM}
     return Table(settings=settings, bases=bases, notes=notes, bootstrap_seconds=seconds)
 
 

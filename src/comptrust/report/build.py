@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ from comptrust.errors import ConfigError
 from comptrust.report import DEFAULT_BOOTSTRAP, plots
 from comptrust.report.aggregate import AVERAGE, Table, average_of_nine, build_table
 from comptrust.report.drilldown import drilldown
-from comptrust.report.findings import findings
+from comptrust.report.findings import DETECTABLE_DROP, findings
 from comptrust.report.html import build_context, render_html, render_markdown
 from comptrust.report.paper import CITATION, compare
 from comptrust.report.runs import MEASURES
@@ -43,8 +44,16 @@ def _csv(table: Table) -> str:
 
 
 def write_report(run_dirs: list[Path], out_dir: Path, n_bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0,
-                 top_samples: int = 3) -> dict[str, Path]:
-    """Write the four report files (plus figures/) to ``out_dir`` and return their paths by kind."""
+                 top_samples: int = 3, detectable_drop: float = DETECTABLE_DROP,
+                 on_warning: Callable[[str], None] | None = None) -> dict[str, Path]:
+    """Write the four report files (plus figures/) to ``out_dir`` and return their paths by kind.
+
+    ``detectable_drop`` is the margin of the recommendation's gates; ``on_warning`` receives each
+    warning about runs that were not evaluated alike (they are in the report's caveats too).
+    """
+    if not detectable_drop > 0:
+        raise ConfigError(f"--detectable-drop must be a positive number of points, not {detectable_drop}",
+                          "use e.g. --detectable-drop 5")
     if n_bootstrap < 0:
         raise ConfigError(f"--bootstrap must be 0 or more, not {n_bootstrap}", "use e.g. --bootstrap 500")
     out_dir = Path(out_dir)
@@ -55,7 +64,10 @@ def write_report(run_dirs: list[Path], out_dir: Path, n_bootstrap: int = DEFAULT
                           "choose a writable folder with --out") from exc
     started = time.perf_counter()
     table = build_table([Path(p) for p in run_dirs], n_bootstrap=n_bootstrap, seed=seed)
-    found = findings(table)
+    for note in table.notes:
+        if note.startswith("Warning:") and on_warning is not None:
+            on_warning(note)
+    found = findings(table, detectable_drop)
     paper = compare(table)
     drill = {b.name: drilldown(b, top_samples) for b in table.bases}
 

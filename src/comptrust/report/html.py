@@ -17,8 +17,9 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from comptrust.report.aggregate import AVERAGE, Cell, Delta, Table, Variant
+from comptrust.report.aggregate import AVERAGE, Cell, Change, Delta, Table, Variant
 from comptrust.report.findings import TITLES
+from comptrust.report.health import KINDS
 from comptrust.report.paper import CITATION, COLUMNS
 from comptrust.report.runs import MEASURES
 
@@ -26,11 +27,16 @@ TEMPLATES = Path(__file__).with_name("templates")
 MISSING = "—"
 
 
-def fmt_cell(cell: Cell | None) -> dict[str, Any]:
+def _short(reason: str | None) -> str:
+    """The first clause of a no-interval reason ("n too small", "no variation", ...)."""
+    return (reason or "no interval").split(":")[0].split(";")[0]
+
+
+def fmt_cell(cell: Cell | None, digits: int = 1) -> dict[str, Any]:
     """``{"text", "missing", "title"}`` for a score cell; missing stays missing, never 0."""
     if cell is None or cell.mean is None:
         return {"text": MISSING, "missing": True, "title": "missing: not scored in this run"}
-    text = f"{cell.mean:.1f}" if cell.std is None else f"{cell.mean:.1f} ± {cell.std:.1f}"
+    text = f"{cell.mean:.{digits}f}" if cell.std is None else f"{cell.mean:.{digits}f} ± {cell.std:.{digits}f}"
     notes = []
     if len(cell.values) < cell.n_runs:
         text += f" ({len(cell.values)}/{cell.n_runs})"
@@ -40,27 +46,53 @@ def fmt_cell(cell: Cell | None) -> dict[str, Any]:
         notes.append("partial: missing " + (", ".join(cell.missing) or "some parts"))
     if cell.ci:
         notes.append(f"95% CI {cell.ci[0]:.1f} to {cell.ci[1]:.1f}")
+    elif cell.reason:
+        notes.append(f"no interval: {cell.reason}")
     return {"text": text, "missing": False, "title": "; ".join(notes)}
 
 
+def fmt_change(change: Change | None, unit: str = "") -> dict[str, Any]:
+    """A refusal / answered-only / health change: value and interval (or why none) in one line."""
+    if change is None or change.value is None:
+        return {"text": MISSING, "missing": True, "cls": "missing", "title": "not compared"}
+    mark = ""
+    cls = "flat"
+    if change.significant:
+        mark = " ▲" if change.value > 0 else " ▼"
+        cls = "moved"
+    ci = f" [{change.ci[0]:+.1f}, {change.ci[1]:+.1f}]" if change.ci else f" ({_short(change.reason)})"
+    return {"text": f"{change.value:+.1f}{unit}{mark}{ci}", "missing": False, "cls": cls,
+            "title": change.reason or ("95% CI excludes 0" if change.significant else "95% CI includes 0")}
+
+
 def fmt_delta(delta: Delta | None) -> dict[str, Any]:
-    """``text`` (one line, for Markdown) and ``main`` + ``ci`` (two lines, for HTML) of a change."""
+    """``text`` (one line, for Markdown) and ``main`` + ``ci`` (two lines, for HTML) of a change.
+
+    A significant change explained by refusals is marked ``(refusals)`` and coloured apart, never
+    shown as a plain gain or drop; a change without an interval says why (``n too small``, ``no
+    variation``, ...).
+    """
     if delta is None:
         return {"text": MISSING, "main": MISSING, "ci": "", "missing": True, "cls": "missing",
                 "title": "not compared"}
     main = f"{delta.value:+.1f}"
     if delta.std is not None:
         main += f" ± {delta.std:.1f}"
-    cls = "flat"
-    if delta.significant:
-        cls = "drop" if delta.value < 0 else "gain"
-        main += " ▼" if delta.value < 0 else " ▲"
-    ci = f"[{delta.ci[0]:+.1f}, {delta.ci[1]:+.1f}]" if delta.ci else ""
-    title = delta.note or ("95% CI excludes 0" if delta.significant else
-                           "95% CI includes 0" if delta.ci else "no interval")
+    cls = "flat" if delta.ci else "nointerval"
+    if delta.refusal_driven:
+        cls, main = "refusal", main + (" ▼" if delta.value < 0 else " ▲") * bool(delta.significant) + " refusals"
+    elif delta.significant:
+        cls, main = ("drop" if delta.value < 0 else "gain"), main + (" ▼" if delta.value < 0 else " ▲")
+    ci = f"[{delta.ci[0]:+.1f}, {delta.ci[1]:+.1f}]" if delta.ci else _short(delta.reason)
+    notes = [delta.reason or ("95% CI excludes 0" if delta.significant else "95% CI includes 0")]
+    if delta.refusal_driven:
+        notes.append("explained by refusals: " + delta.refusal_driven)
+    if delta.detectable is not None:
+        notes.append(f"detects drops of {delta.detectable:.1f}+ points with 80% power")
     if delta.paired is False:
-        title += "; unpaired bootstrap (runs scored different samples)"
-    return {"text": f"{main} {ci}".strip(), "main": main, "ci": ci, "missing": False, "cls": cls, "title": title}
+        notes.append("unpaired bootstrap (runs scored different samples)")
+    return {"text": f"{main} {ci}".strip(), "main": main, "ci": ci, "missing": False, "cls": cls,
+            "title": "; ".join(notes)}
 
 
 def fmt_size(n: float | None) -> str:
@@ -73,6 +105,10 @@ def fmt_size(n: float | None) -> str:
     return MISSING
 
 
+def _num(value: float | None, digits: int = 1) -> str:
+    return MISSING if value is None else f"{value:.{digits}f}"
+
+
 def _fmt_eff(v: Variant) -> dict[str, str]:
     e = v.efficiency()
     shape = []
@@ -80,10 +116,27 @@ def _fmt_eff(v: Variant) -> dict[str, str]:
         shape.append(f"{e['bits']:g} bits")
     if e["sparsity"] is not None:
         shape.append(f"{e['sparsity'] * 100:g}% sparse" + (f" ({e['pattern']})" if e["pattern"] else ""))
+    per_completion = e["completions_per_s"]
     return {"method": str(e["method"] or MISSING), "shape": ", ".join(shape) or MISSING,
             "size": fmt_size(e["size_bytes"]),
             "time": MISSING if e["compression_s"] is None else f"{e['compression_s']:.1f} s",
-            "tps": MISSING if e["tokens_per_s"] is None else f"{e['tokens_per_s']:.1f}"}
+            "cps": _num(per_completion, 2), "tps": _num(e["tokens_per_s"]),
+            "spc": MISSING if not per_completion else f"{1 / per_completion:.2f} s",
+            "tpc": _num(e["tokens_per_completion"])}
+
+
+def _fmt_health(v: Variant) -> dict[str, Any]:
+    overall = v.overall_health()
+    share = overall.share()
+    return {"overall": _num(share), "responses": overall.responses,
+            "kinds": {k: _num(overall.share(k)) for k in KINDS},
+            "per_measure": [_num(v.health[m].share()) if m in v.health else MISSING for m in MEASURES],
+            "example": next(iter(overall.examples.values()), None)}
+
+
+def _part(v: Variant, measure: str, part: str) -> Change | None:
+    delta = v.deltas.get(measure)
+    return None if delta is None else getattr(delta, part)
 
 
 def _scorer_text(info: Any) -> str:
@@ -103,14 +156,23 @@ def build_context(table: Table, found: dict[str, Any], paper: list[dict[str, Any
     bases = []
     for i, base in enumerate(table.bases):
         figs = figures.get(base.name, {})
+        compressed = [v for v in base.variants if not v.is_dense and base.dense is not None]
+        verdicts = {x["variant"]: x for x in found.get("verdicts", []) if x.get("base") == base.name}
         bases.append({
             "name": base.name, "anchor": f"base-{i}",
             "rows": [{"label": v.label, "dense": v.is_dense, "runs": [r.path.name for r in v.runs],
                       "cells": [fmt_cell(v.cells.get(m)) for m in (*MEASURES, AVERAGE)],
                       "refusals": [fmt_cell(v.refusals.get(m)) for m in MEASURES],
-                      "eff": _fmt_eff(v)} for v in base.variants],
+                      "answered": [fmt_cell(v.answered.get(m)) for m in MEASURES],
+                      "health": _fmt_health(v), "eff": _fmt_eff(v)} for v in base.variants],
             "deltas": [{"label": v.label, "cells": [fmt_delta(v.deltas.get(m)) for m in (*MEASURES, AVERAGE)]}
-                       for v in base.variants if not v.is_dense and base.dense is not None],
+                       for v in compressed],
+            "refusal_deltas": [{"label": v.label, "cells": [fmt_change(_part(v, m, "refusal")) for m in MEASURES]}
+                               for v in compressed],
+            "answered_deltas": [{"label": v.label,
+                                 "cells": [fmt_change(_part(v, m, "answered")) for m in MEASURES]}
+                                for v in compressed],
+            "verdicts": [verdicts[v.label] for v in compressed if v.label in verdicts],
             "radars": [{"label": f["label"], "src": _b64(f["png"]), "file": f.get("file")}
                        for f in figs.get("radars", [])],
             "bars": ({"src": _b64(figs["bars"]["png"]), "file": figs["bars"].get("file")}
@@ -128,6 +190,8 @@ def build_context(table: Table, found: dict[str, Any], paper: list[dict[str, Any
         "data": ", ".join(settings.get("data") or []) or MISSING,
         "bootstrap": settings.get("bootstrap_resamples"), "seed": settings.get("bootstrap_seed"),
         "columns": columns, "refusal_columns": columns[:len(MEASURES)], "bases": bases,
+        "detectable_drop": found.get("detectable_drop"), "kinds": list(KINDS),
+        "min_units": settings.get("min_units_per_stratum"),
         "findings": found["findings"], "recommendations": found["recommendations"], "caveats": found["caveats"],
         "citation": CITATION, "missing": MISSING,
     }

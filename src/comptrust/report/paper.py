@@ -41,6 +41,7 @@ class PaperRow:
     sparsity: float | None
     pattern: str | None
     seed: str | None
+    group_size: int | None = None
     scores: dict[str, float] = field(default_factory=dict)
     refusals: dict[str, float] = field(default_factory=dict)
 
@@ -65,10 +66,12 @@ def _parse(row: dict[str, str]) -> PaperRow:
         m = re.match(r"(0\.\d+)_(\d+)to(\d+)", suffix)
         if m:
             sparsity, pattern = float(m[1]), f"{m[2]}:{m[3]}"
+    group = re.search(r"(\d+)g(?:_|$)", suffix) if bits is not None else None
     scores = {k: float(row[c]) for k, c in COLUMNS.items()}
     refusals = {k: float(row[f"{c} Ref"]) for k, c in COLUMNS.items() if f"{c} Ref" in row}
     return PaperRow(row["Base Model"], model, method, bits, sparsity, pattern,
-                    (seed_match[1] or seed_match[2]) if seed_match else None, scores, refusals)
+                    (seed_match[1] or seed_match[2]) if seed_match else None,
+                    int(group[1]) if group else None, scores, refusals)
 
 
 def load_paper(path: Path = PAPER_CSV) -> list[PaperRow]:
@@ -98,6 +101,36 @@ def _mean_rows(rows: list[PaperRow]) -> dict[str, float]:
     return {m: statistics.fmean(r.scores[m] for r in rows) for m in COLUMNS}
 
 
+def _mean_refusals(rows: list[PaperRow]) -> dict[str, float]:
+    keys = set.intersection(*(set(r.refusals) for r in rows)) if rows else set()
+    return {m: statistics.fmean(r.refusals[m] for r in rows) for m in COLUMNS if m in keys}
+
+
+def _differences(v: Variant, rows: list[PaperRow]) -> list[str]:
+    """Why our numbers may legitimately differ from this paper row: group size, data, sample counts."""
+    notes = []
+    groups = {r.group_size for r in rows if r.group_size is not None}
+    ours = v.runs[0].group_size
+    if groups and isinstance(ours, int) and ours not in groups:
+        notes.append(f"group size: ours {ours}, paper {', '.join(str(g) for g in sorted(groups))}")
+    kinds = {str((r.summary.get("data") or {}).get("kind")) for r in v.runs if isinstance(r.summary.get("data"), dict)}
+    if "smoke" in kinds:
+        notes.append("ours on the smoke suite, not the benchmark")
+    limits = {(r.summary.get("options") or {}).get("limit") for r in v.runs} - {None}
+    if limits:
+        notes.append(f"ours on --limit {', '.join(str(x) for x in sorted(limits))} prompts per scenario")
+    return notes
+
+
+def _match(v: Variant, family: str, members: list[PaperRow]) -> dict[str, Any]:
+    ours = {m: v.cells[m].mean for m in COLUMNS}
+    paper = _mean_rows(members)
+    return {"variant": v.label, "paper_model": family, "n_rows": len(members), "ours": ours, "paper": paper,
+            "diff": {m: None if ours[m] is None else ours[m] - paper[m] for m in COLUMNS},
+            "our_refusals": {m: v.refusals[m].mean for m in COLUMNS if m in v.refusals},
+            "paper_refusals": _mean_refusals(members), "notes": _differences(v, members)}
+
+
 def _families(rows: list[PaperRow]) -> dict[str, list[PaperRow]]:
     out: dict[str, list[PaperRow]] = {}
     for r in rows:
@@ -110,20 +143,19 @@ def compare_base(base: Base, rows: list[PaperRow]) -> dict[str, Any]:
     dense_rows = [r for r in rows if r.method is None and _norm(r.model) & _norm(base.name)]
     compressed = [v for v in base.variants if not v.is_dense]
     out: dict[str, Any] = {"base": base.name, "paper_base": dense_rows[0].base if dense_rows else None,
-                           "matches": [], "reference": []}
+                           "matches": [], "reference": [], "unmatched": []}
     if dense_rows:
         paper_dense = dense_rows[0]
         same_base = [r for r in rows if r.base == paper_dense.base]
         if base.dense:
-            out["matches"].append({"variant": base.dense.label, "paper_model": paper_dense.model, "n_rows": 1,
-                                   "ours": {m: base.dense.cells[m].mean for m in COLUMNS},
-                                   "paper": dict(paper_dense.scores)})
+            out["matches"].append(_match(base.dense, paper_dense.model, [paper_dense]))
         for v in compressed:
             cfg = _variant_config(v)
-            for family, members in _families([r for r in same_base if r.config() == cfg]).items():
-                out["matches"].append({"variant": v.label, "paper_model": family, "n_rows": len(members),
-                                       "ours": {m: v.cells[m].mean for m in COLUMNS},
-                                       "paper": _mean_rows(members)})
+            found = _families([r for r in same_base if r.config() == cfg])
+            for family, members in found.items():
+                out["matches"].append(_match(v, family, members))
+            if not found:
+                out["unmatched"].append(v.label)
         return out
     dense_by_base = {r.base: r for r in rows if r.method is None}
     for v in compressed:

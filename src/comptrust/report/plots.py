@@ -24,6 +24,7 @@ VARIANT_COLOR = "#d9731a"
 DROP_COLOR = "#c0392b"
 GAIN_COLOR = "#2e8b57"
 NEUTRAL_COLOR = "#9aa5b1"
+REFUSAL_COLOR = "#7d5ba6"  # significant, but explained by a change in refusals
 
 
 def _png(fig: plt.Figure) -> bytes:
@@ -60,7 +61,10 @@ def radar(variant: Variant, dense: Variant | None) -> bytes | None:
 
 
 def delta_bars(base: Base) -> bytes | None:
-    """Compressed minus dense per measure, one bar group per measure, 95% intervals as error bars."""
+    """Compressed minus dense per measure, one bar group per measure, 95% intervals as error bars.
+
+    A significant change explained by refusals is purple, never the green of a gain or the red of a drop.
+    """
     variants = [v for v in base.variants if not v.is_dense and v.deltas]
     measures = [m for m in MEASURES if any(m in v.deltas for v in variants)]
     if not variants or not measures:
@@ -76,14 +80,15 @@ def delta_bars(base: Base) -> bytes | None:
             vals.append(d.value if d else np.nan)
             lows.append(d.value - d.ci[0] if d and d.ci else 0)
             highs.append(d.ci[1] - d.value if d and d.ci else 0)
-            colors.append(NEUTRAL_COLOR if not d or not d.significant else
-                          (DROP_COLOR if d.value < 0 else GAIN_COLOR))
+            colors.append(NEUTRAL_COLOR if not d or not d.significant else REFUSAL_COLOR if d.refusal_driven
+                          else (DROP_COLOR if d.value < 0 else GAIN_COLOR))
         ax.bar(x + (i - (len(variants) - 1) / 2) * width, vals, width, yerr=[lows, highs], capsize=2,
                color=colors, edgecolor="#333333", hatch=hatches[i % len(hatches)], label=v.label)
     ax.axhline(0, color="#333333", linewidth=0.8)
     ax.set_xticks(x)
     ax.set_xticklabels([COLUMNS[m] for m in measures], fontsize=8, rotation=20)
     ax.set_ylabel("change vs dense (points)")
-    ax.set_title(f"{base.name}: red = significant drop, green = gain, grey = within interval", fontsize=9)
+    ax.set_title(f"{base.name}: red = significant drop, green = gain, purple = explained by refusals, "
+                 "grey = no significant change or no interval", fontsize=9)
     ax.legend(fontsize=7, frameon=False, ncol=min(3, len(variants)))
     return _png(fig)

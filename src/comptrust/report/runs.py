@@ -22,7 +22,10 @@ MEASURES: tuple[str, ...] = (*TRUST_PERSPECTIVES, "mmlu")
 """The nine columns of the paper's table: eight trust perspectives, then MMLU."""
 
 METHOD_NAMES = {"rtn": "RTN", "gptq": "GPTQ", "awq": "AWQ", "magnitude": "Magnitude",
-                "sparsegpt": "SparseGPT", "wanda": "Wanda"}
+                "sparsegpt": "SparseGPT", "wanda": "Wanda", "fp8": "FP8", "w8a8": "INT8 W8A8", "nvfp4": "NVFP4",
+                "gguf": "GGUF"}
+# Formats whose name already says their bits (weights and activations): no "8-bit" after "FP8".
+_SELF_DESCRIBING = {"fp8", "w8a8", "nvfp4"}
 
 # Manifest keys that differ between two compressions of the same configuration
 # (calibration seed, measured size and time, provenance); they do not define a variant.
@@ -84,8 +87,14 @@ class Run:
         return comp if isinstance(comp, dict) and comp else None
 
     @property
+    def kv_cache(self) -> str | None:
+        """The KV-cache quantization the run generated with (``int4``), None for the plain cache."""
+        kv = self.model.get("kv_cache")
+        return str(kv.get("type")) if isinstance(kv, dict) and kv.get("type") else None
+
+    @property
     def is_dense(self) -> bool:
-        return self.manifest is None
+        return self.manifest is None and self.kv_cache is None
 
     @property
     def run_id(self) -> str:
@@ -138,11 +147,14 @@ class Run:
 
     def config_key(self) -> str:
         """What defines the variant: the compression config without its seed (seeds are repeats)."""
+        kv = f"+kv-{self.kv_cache}" if self.kv_cache else ""
         if self.manifest is None:
-            return "dense"
+            return "dense" + kv
         config = self.manifest.get("config")
         source = config if isinstance(config, dict) else self.manifest
-        return stable_hash(_strip_volatile(source), 10)
+        backend = self.model.get("backend")
+        runtime = f"@{backend}" if self.method == "gguf" and backend else ""  # llama.cpp vs dequantized: two variants
+        return stable_hash(_strip_volatile(source), 10) + kv + runtime
 
     # ---- compression description ----------------------------------------------------------
 
@@ -167,6 +179,17 @@ class Run:
             dtype = str(self.model.get("dtype") or "")
             return next((b for key, b in _DTYPE_BITS.items() if key in dtype), None)
         return _first(self._params, "bits", "w_bits", "num_bits", "weight_bits")
+
+    @property
+    def activation_bits(self) -> int | None:
+        """Bits of the activations entering each Linear (FP8/INT8/FP4 formats); None when left in float."""
+        fmt = self.manifest.get("quantized_format") if self.manifest else None
+        return fmt.get("activation_bits") if isinstance(fmt, dict) else None
+
+    @property
+    def kv_bits(self) -> int | None:
+        kv = self.model.get("kv_cache")
+        return kv.get("bits") if isinstance(kv, dict) else None
 
     @property
     def group_size(self) -> Any:
@@ -200,11 +223,19 @@ class Run:
         return _first(self.manifest, "wall_time_s", "time_s") if self.manifest else None
 
     def describe(self) -> str:
-        """A short label such as ``GPTQ 4-bit g128`` or ``Wanda 50% 2:4``."""
-        if self.is_dense:
-            return f"{self.model_name.rstrip('/').split('/')[-1]} (dense)"
+        """A short label such as ``GPTQ 4-bit g128``, ``Wanda 50% 2:4``, ``GGUF Q4_K_M`` or ``dense + KV int4``."""
+        kv = f" + KV {self.kv_cache}" if self.kv_cache else ""
+        if self.manifest is None:
+            return f"{self.model_name.rstrip('/').split('/')[-1]} (dense{kv})" if not kv else f"dense{kv}"
         method = str(self.method or "compressed")
         parts = [METHOD_NAMES.get(method.lower(), method)]
+        if method == "gguf":
+            parts.append(str(_first(self._params, "gguf_type") or "?"))
+            if self.model.get("backend") == "hf":
+                parts.append("(dequantized, hf)")
+            return " ".join(parts) + kv
+        if method in _SELF_DESCRIBING:
+            return " ".join(parts) + kv
         if self.bits is not None:
             parts.append(f"{self.bits:g}-bit")
             if isinstance(self.group_size, int):
@@ -213,7 +244,7 @@ class Run:
             parts.append(f"{self.sparsity * 100:g}%")
         if self.pattern:
             parts.append(self.pattern)
-        return " ".join(parts)
+        return " ".join(parts) + kv
 
     # ---- scores -----------------------------------------------------------------------------
 
@@ -232,16 +263,41 @@ class Run:
         res = self.results.get(name)
         return None if res is None else res.get("scorer")
 
-    def tokens_per_second(self) -> float | None:
-        """Generated tokens per second over all perspectives that generated anything."""
-        tokens = seconds = 0.0
+    def generation_totals(self) -> dict[str, float] | None:
+        """Completions generated, their tokens and the seconds spent, over the perspectives that generated.
+
+        Cached completions cost no time and are not counted; ``None`` when nothing was generated.
+        """
+        completions = tokens = seconds = 0.0
         for res in self.results.values():
             gen = res.get("generation") or {}
-            tps, secs = gen.get("tokens_per_second"), gen.get("seconds")
-            if tps is not None and secs and (gen.get("generated") is None or gen.get("generated") > 0):
-                tokens += float(tps) * float(secs)
-                seconds += float(secs)
-        return tokens / seconds if seconds > 0 else None
+            secs, made = gen.get("seconds"), gen.get("generated")
+            if gen.get("kind") == "loglik" or not secs or made == 0:
+                continue
+            if gen.get("completion_tokens") is not None:
+                toks = float(gen["completion_tokens"])
+            elif gen.get("tokens_per_second") is not None:
+                toks = float(gen["tokens_per_second"]) * float(secs)
+            else:
+                continue
+            completions += float(made if made is not None else gen.get("rows") or 0)
+            tokens += toks
+            seconds += float(secs)
+        return {"completions": completions, "tokens": tokens, "seconds": seconds} if seconds > 0 else None
+
+    def tokens_per_second(self) -> float | None:
+        """Generated tokens per second over all perspectives that generated anything."""
+        totals = self.generation_totals()
+        return totals["tokens"] / totals["seconds"] if totals else None
+
+    def completions_per_second(self) -> float | None:
+        """Completions (prompts x draws) per second: unlike tokens/s, not fooled by a model that emits nothing."""
+        totals = self.generation_totals()
+        return totals["completions"] / totals["seconds"] if totals and totals["completions"] else None
+
+    def tokens_per_completion(self) -> float | None:
+        totals = self.generation_totals()
+        return totals["tokens"] / totals["completions"] if totals and totals["completions"] else None
 
     def scored(self, name: str) -> list[ScoredSample]:
         """The per-sample outcomes of one perspective (``<run>/<name>/scores.jsonl``)."""

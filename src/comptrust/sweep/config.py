@@ -30,7 +30,12 @@ class ModelEntry(_Strict):
 
 
 class CompressionEntry(_Strict):
-    """One method with its parameters; any parameter given as a list is swept."""
+    """One method with its parameters; any parameter given as a list is swept.
+
+    ``method: dense`` means the base weights (with ``kv_cache``: "dense + KV int4").  ``kv_cache``
+    quantizes the KV cache while generating (hf backend); ``backend`` overrides the sweep's backend
+    for these artifacts (gguf defaults to llamacpp, llama.cpp's own kernels).
+    """
 
     method: str
     bits: int | list[int] | None = None
@@ -45,9 +50,21 @@ class CompressionEntry(_Strict):
     calib_samples: int | None = None
     calib_seqlen: int | None = None
     calib_chat_template: bool | None = None
+    type: str | list[str] | None = None  # gguf: llama.cpp type(s), e.g. Q4_K_M
+    smoothing: float | list[float] | None = None  # w8a8: SmoothQuant strength
+    kv_cache: Literal["none", "int4", "int2"] | list[Literal["none", "int4", "int2"]] | None = None
+    backend: Literal["hf", "llamacpp", "vllm"] | None = None
 
     def params(self) -> dict[str, Any]:
-        return {k: v for k, v in self.model_dump(exclude={"method"}).items() if v is not None}
+        """Compression parameters (``type`` becomes ``gguf_type``); the evaluation keys are not among them."""
+        data = {k: v for k, v in self.model_dump(exclude={"method", "kv_cache", "backend"}).items() if v is not None}
+        if "type" in data:
+            data["gguf_type"] = data.pop("type")
+        return data
+
+    def kv_caches(self) -> list[str | None]:
+        values = self.kv_cache if isinstance(self.kv_cache, list) else [self.kv_cache]
+        return [None if v in (None, "none") else v for v in values]
 
 
 class EvalSection(_Strict):
@@ -67,7 +84,7 @@ class EvalSection(_Strict):
 class BackendSection(_Strict):
     """How jobs generate: ``hf`` (transformers) or ``vllm``; ``options`` go to the backend's loader."""
 
-    name: Literal["hf", "vllm"] = "hf"
+    name: Literal["hf", "vllm", "llamacpp"] = "hf"
     batch_size: int | None = Field(default=None, ge=1)
     chat_template: Literal["model", "llama-2", "vicuna_v1.1"] | None = None
     tokens_per_second: float | None = Field(default=None, gt=0)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from comptrust.errors import ComptrustError
-from comptrust.sweep.plan import Plan
+from comptrust.sweep.plan import Artifact, Plan
 
 
 @dataclass(frozen=True)
@@ -109,6 +109,26 @@ def estimate(plan: Plan) -> dict[str, Any]:
     }
 
 
+def artifact_format(artifact: Artifact) -> str:
+    """Bits of weights / activations / KV cache, e.g. ``W8A8 FP8``, ``W4A16 int``, ``GGUF Q4_K_M, KV int4``."""
+    from comptrust.compression.formats import ACTIVATION_FORMATS
+
+    cfg = artifact.config or {}
+    if artifact.dense:
+        text = "W16A16 (dense)"
+    elif artifact.method == "gguf":
+        text = f"GGUF {cfg.get('gguf_type')}"
+    elif artifact.method in ACTIVATION_FORMATS:
+        fmt = ACTIVATION_FORMATS[artifact.method]
+        kind = {"fp8": "FP8", "w8a8": "INT8", "nvfp4": "FP4"}[artifact.method]
+        text = f"W{fmt.weight_bits:g}A{fmt.activation_bits} {kind}"
+    elif cfg.get("bits") is not None:
+        text = f"W{cfg['bits']}A16 int"
+    else:
+        text = f"{round(100 * cfg.get('sparsity', 0))}% sparse"
+    return text + (f", KV {artifact.kv_cache}" if artifact.kv_cache else "")
+
+
 def format_estimate(plan: Plan, est: dict[str, Any]) -> str:
     """The ``--dry-run`` text: jobs, then counts and times."""
     lines = [f"sweep {plan.source} -> {plan.sweep_dir}",
@@ -116,7 +136,7 @@ def format_estimate(plan: Plan, est: dict[str, Any]) -> str:
              f"{len(plan.perspectives)} perspectives = {est['jobs']} jobs", "", "artifacts:"]
     for a in plan.artifacts:
         seeds = f" seeds {a.seeds}" if a.seeds else ""
-        lines.append(f"  {a.id:<44} {a.describe()}{seeds}")
+        lines.append(f"  {a.id:<44} {a.describe()}{seeds}  [{artifact_format(a)}; backend {plan.backend_name(a)}]")
     lines += ["", f"per artifact (x {est['artifacts']} for the sweep):",
               f"  {'perspective':<18} {'prompts':>8} {'completions':>12} {'max new tokens':>15} "
               f"{'sweep max tokens':>17}"]

@@ -107,8 +107,17 @@ def load_backend(plan: Plan, artifact: Artifact, model_spec: str) -> Backend:
     from comptrust import api
 
     b = plan.config.backend
-    return api.load_model(model_spec, backend=b.name, batch_size=b.batch_size,
-                          chat_template=plan.chat_template(artifact), **b.options)
+    name = plan.backend_name(artifact)
+    options = dict(b.options) if name == b.name else {}
+    if artifact.kv_cache:
+        if name != "hf":
+            from comptrust.errors import ConfigError
+
+            raise ConfigError(f"kv_cache applies to the hf backend, not {name} ({artifact.id})",
+                              "evaluate KV-cache variants with backend hf")
+        options["kv_cache"] = artifact.kv_cache
+    return api.load_model(model_spec, backend=name, batch_size=b.batch_size,
+                          chat_template=plan.chat_template(artifact), **options)
 
 
 def evaluate_job(plan: Plan, state: SweepState, job: Job, backend: Backend, cache: Cache) -> dict[str, Any]:

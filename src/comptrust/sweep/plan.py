@@ -29,16 +29,19 @@ class Artifact:
     params: dict[str, Any] = field(default_factory=dict)  # compress_model keyword arguments, seed included
     config: dict[str, Any] | None = None  # normalised CompressionConfig JSON
     seeds: list[int] = field(default_factory=list)  # sweep seeds that map to this artifact
+    kv_cache: str | None = None  # KV-cache quantization while generating (int4, int2)
+    backend: str | None = None  # overrides the sweep's backend (gguf: llamacpp)
 
     @property
     def dense(self) -> bool:
         return self.method is None
 
     def describe(self) -> str:
+        extra = (f" + KV {self.kv_cache}" if self.kv_cache else "") + (f" [{self.backend}]" if self.backend else "")
         if self.dense:
-            return f"{self.model.model} (dense)"
+            return f"{self.model.model} (dense){extra}"
         shown = ", ".join(f"{k}={v}" for k, v in self.params.items())
-        return f"{self.model.model} {self.method} ({shown})"
+        return f"{self.model.model} {self.method} ({shown}){extra}"
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,12 @@ class Plan:
     def artifact(self, artifact_id: str) -> Artifact:
         return next(a for a in self.artifacts if a.id == artifact_id)
 
+    def backend_name(self, artifact: Artifact) -> str:
+        """The artifact's own backend, else llamacpp for GGUF files, else the sweep's."""
+        if artifact.backend:
+            return artifact.backend
+        return "llamacpp" if artifact.method == "gguf" else self.config.backend.name
+
     def chat_template(self, artifact: Artifact) -> str | None:
         return artifact.model.chat_template or self.config.backend.chat_template
 
@@ -75,7 +84,8 @@ class Plan:
         return {
             "source": self.source, "sweep_dir": str(self.sweep_dir), "perspectives": self.perspectives,
             "artifacts": [{"id": a.id, "model": a.model.model, "method": a.method, "params": a.params,
-                           "config": a.config, "seeds": a.seeds, "chat_template": self.chat_template(a)}
+                           "config": a.config, "seeds": a.seeds, "chat_template": self.chat_template(a),
+                           "kv_cache": a.kv_cache, "backend": self.backend_name(a)}
                           for a in self.artifacts],
             "jobs": [j.id for j in self.jobs],
         }
@@ -109,7 +119,11 @@ def expand_entry(params: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _label(method: str, config: dict[str, Any], given: dict[str, Any]) -> str:
-    if config.get("bits") is not None:
+    if config.get("gguf_type"):
+        return f"{method}-{config['gguf_type']}"
+    if method in ("fp8", "w8a8", "nvfp4"):
+        label = method + (f"-sq{config['smoothing']:g}" if "smoothing" in given else "")
+    elif config.get("bits") is not None:
         label = f"{method}-{config['bits']}bit"
         if "group_size" in given:
             label += f"-g{config.get('group_size')}"
@@ -138,14 +152,25 @@ def build_plan(config: SweepConfig, source: str = "<sweep>", out: str | Path | N
         if config.dense:
             artifacts.append(Artifact(id=f"{mlabel}-dense", model=entry))
         for c_index, comp in enumerate(config.compressions):
-            for params in expand_entry(comp.params()):
+            if comp.method == "dense":
+                if comp.params():
+                    raise ConfigError(f"compressions[{c_index}] in {source}: method dense takes no compression "
+                                      f"parameter ({', '.join(comp.params())})", "keep only kv_cache and backend")
+                for kv in comp.kv_caches():
+                    art = Artifact(id=f"{mlabel}-dense" + (f"-kv{kv}" if kv else "")
+                                   + (f"-{comp.backend}" if comp.backend else ""), model=entry, kv_cache=kv,
+                                   backend=comp.backend)
+                    if all(a.id != art.id for a in artifacts):
+                        artifacts.append(art)
+                continue
+            for params, kv in itertools.product(expand_entry(comp.params()), comp.kv_caches()):
                 for seed in config.seeds:
                     try:
                         normal = make_config(comp.method, seed=seed, **params)
                     except ConfigError as exc:
                         raise ConfigError(f"compressions[{c_index}] in {source}: {exc.problem}", exc.fix) from None
                     cfg = normal.to_json()
-                    key = stable_hash([entry.model, cfg])
+                    key = stable_hash([entry.model, cfg, kv, comp.backend])
                     if key in seen:
                         if seed not in seen[key].seeds:
                             seen[key].seeds.append(seed)
@@ -153,8 +178,10 @@ def build_plan(config: SweepConfig, source: str = "<sweep>", out: str | Path | N
                     kwargs = dict(params)
                     if normal.calib is not None:
                         kwargs["seed"] = seed
-                    art = Artifact(id=f"{mlabel}-{_label(comp.method, cfg, params)}", model=entry,
-                                   method=comp.method, params=kwargs, config=cfg, seeds=[seed])
+                    label = _label(comp.method, cfg, params) + (f"-kv{kv}" if kv else "") \
+                        + (f"-{comp.backend}" if comp.backend else "")
+                    art = Artifact(id=f"{mlabel}-{label}", model=entry, method=comp.method, params=kwargs,
+                                   config=cfg, seeds=[seed], kv_cache=kv, backend=comp.backend)
                     seen[key] = art
                     artifacts.append(art)
     ids = [a.id for a in artifacts]

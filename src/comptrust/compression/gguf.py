@@ -1,0 +1,166 @@
+"""GGUF: a llama.cpp file made with llama.cpp's own converter and quantizer, so k-quants are the real ones.
+
+Two steps, as llama.cpp's README does them: ``convert_hf_to_gguf.py`` writes the
+Hugging Face model as a GGUF in its own precision (F32/F16/BF16), then
+``llama_model_quantize`` (llama.cpp's C quantizer, through llama-cpp-python)
+writes the requested type.  The converter ships in llama-cpp-python's source
+distribution, not in its wheel; ``make install`` extracts it (with the gguf-py
+it was written against) into ``<venv>/share/comptrust/llama.cpp``.  Without
+llama-cpp-python, the types the converter writes itself (F32, F16, BF16 and
+Q8_0, the last through gguf-py's numpy quantizer) still work.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from comptrust.compression.base import CompressionConfig
+from comptrust.compression.formats import GGUF_CONVERTER_TYPES
+from comptrust.errors import ConfigError, ModelError
+
+CONVERTER_ENV = "COMPTRUST_LLAMA_CPP_CONVERTER"
+LLAMA_CPP_PIN = "llama-cpp-python==0.3.36"
+INSTALL_HINT = "run 'make install' (it builds llama-cpp-python and extracts llama.cpp's converter)"
+
+
+def converter_path() -> Path:
+    """llama.cpp's ``convert_hf_to_gguf.py``: ``$COMPTRUST_LLAMA_CPP_CONVERTER`` or the venv's copy."""
+    env = os.environ.get(CONVERTER_ENV)
+    path = Path(env).expanduser() if env else Path(sys.prefix) / "share" / "comptrust" / "llama.cpp" / \
+        "convert_hf_to_gguf.py"
+    if not path.is_file():
+        raise ConfigError(f"llama.cpp's converter {path} is missing",
+                          f"{INSTALL_HINT}, or set {CONVERTER_ENV} to a llama.cpp checkout's convert_hf_to_gguf.py")
+    return path
+
+
+def llama_cpp_available() -> bool:
+    try:
+        return importlib.util.find_spec("llama_cpp") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def require_gguf_tools(gguf_type: str) -> None:
+    """One-line errors, before any work, when the converter or the quantizer this type needs is missing."""
+    converter_path()
+    if gguf_type not in GGUF_CONVERTER_TYPES and not llama_cpp_available():
+        raise ConfigError(f"GGUF {gguf_type} needs llama.cpp's quantizer (llama-cpp-python), which is not installed",
+                          f"{INSTALL_HINT}; without it only {', '.join(GGUF_CONVERTER_TYPES)} can be written")
+
+
+def _outtype(base: Path) -> str:
+    """The converter's output precision: the base model's own (bf16 stays bf16), so nothing is rounded twice."""
+    config = json.loads((base / "config.json").read_text(encoding="utf-8"))
+    dtype = str(config.get("dtype") or config.get("torch_dtype") or "float32")
+    return {"bfloat16": "bf16", "float16": "f16"}.get(dtype, "f32")
+
+
+def convert(base: Path, out: Path, outtype: str, log: Callable[[str], None]) -> float:
+    """Run llama.cpp's converter in a subprocess (its gguf-py first on the path); returns seconds."""
+    converter = converter_path()
+    env = dict(os.environ)
+    gguf_py = converter.parent / "gguf-py"
+    if gguf_py.is_dir():
+        env["PYTHONPATH"] = os.pathsep.join([str(gguf_py), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    command = [sys.executable, str(converter), str(base), "--outfile", str(out), "--outtype", outtype]
+    log(f"converting to GGUF {outtype.upper()} with llama.cpp's convert_hf_to_gguf.py")
+    start = time.perf_counter()
+    proc = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    if proc.returncode != 0 or not out.is_file():
+        lines = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
+        cause = next((ln for ln in reversed(lines) if "Error" in ln or "error" in ln), lines[-1] if lines else "")
+        if "pre-tokenizer was not recognized" in cause:
+            raise ModelError(f"llama.cpp's converter does not know {base.name}'s tokenizer (BPE pre-tokenizer not "
+                             "recognized)", "use a model family llama.cpp supports, or convert it with a newer "
+                             "llama.cpp and pass the .gguf to 'comptrust eval'")
+        raise ModelError(f"llama.cpp's converter failed on {base} ({cause.strip()[:200]})",
+                         "check that the model's architecture is one llama.cpp supports")
+    return time.perf_counter() - start
+
+
+def quantize(source: Path, out: Path, gguf_type: str, threads: int | None = None) -> float:
+    """llama.cpp's ``llama_model_quantize`` from ``source`` to ``gguf_type``; returns seconds."""
+    import llama_cpp
+    import llama_cpp._logger
+
+    llama_cpp._logger.set_verbose(False)  # llama.cpp logs every tensor otherwise
+    name = {"F32": "LLAMA_FTYPE_ALL_F32"}.get(gguf_type, f"LLAMA_FTYPE_MOSTLY_{gguf_type}")
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = getattr(llama_cpp, name)
+    params.nthread = threads or os.cpu_count() or 1
+    start = time.perf_counter()
+    status = llama_cpp.llama_model_quantize(str(source).encode(), str(out).encode(), params)
+    if status != 0 or not out.is_file():
+        raise ModelError(f"llama.cpp could not quantize {source.name} to {gguf_type} (status {status})",
+                         "try another --type; some need tensor widths divisible by 256 (k-quants)")
+    return time.perf_counter() - start
+
+
+def gguf_file_name(base: Path, gguf_type: str) -> str:
+    return f"{base.name}.{gguf_type}.gguf"
+
+
+class GGUFCompressor:
+    """Writes a ``.gguf`` file (not a Hugging Face folder): the pipeline calls :meth:`write`."""
+
+    name = "gguf"
+    kind = "quantization"
+    needs_calibration = False
+    saves_compressed = False
+    writes_file = True
+
+    def write(self, base: Path, config: CompressionConfig, out_dir: Path,
+              log: Callable[[str], None]) -> dict[str, Any]:
+        """Convert ``base`` and quantize it into ``out_dir``; return facts for the manifest."""
+        assert config.gguf_type is not None
+        gguf_type = config.gguf_type
+        require_gguf_tools(gguf_type)
+        target = out_dir / gguf_file_name(base, gguf_type)
+        direct = gguf_type in GGUF_CONVERTER_TYPES and (not llama_cpp_available() or gguf_type != "Q8_0")
+        if direct:  # the converter writes these types itself (Q8_0 only without llama.cpp's quantizer)
+            seconds = convert(base, target, gguf_type.lower(), log)
+            return {"engine": "llama.cpp convert_hf_to_gguf.py", "quantizer": _converter_quantizer(gguf_type),
+                    "convert_s": round(seconds, 3), "quantize_s": 0.0, "intermediate": None}
+        outtype = _outtype(base)
+        intermediate = out_dir / f".{base.name}.{outtype.upper()}.gguf"
+        try:
+            convert_s = convert(base, intermediate, outtype, log)
+            log(f"quantizing to {gguf_type} with llama.cpp's llama_model_quantize")
+            quantize_s = quantize(intermediate, target, gguf_type)
+        finally:
+            intermediate.unlink(missing_ok=True)
+        return {"engine": "llama.cpp convert_hf_to_gguf.py + llama_model_quantize",
+                "quantizer": f"llama.cpp (llama-cpp-python {package_version('llama-cpp-python')})",
+                "convert_s": round(convert_s, 3), "quantize_s": round(quantize_s, 3),
+                "intermediate": outtype.upper(), "imatrix": None}
+
+
+def _converter_quantizer(gguf_type: str) -> str:
+    if gguf_type == "Q8_0":
+        return f"gguf-py numpy Q8_0 (the converter's own; gguf {package_version('gguf')})"
+    return "none (the converter writes this precision)"
+
+
+def package_version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def copy_tokenizer(base: Path, out_dir: Path, names: tuple[str, ...]) -> None:
+    """The base model's tokenizer beside the GGUF: the prompt is rendered and tokenized exactly as for hf."""
+    for name in names:
+        if (base / name).is_file():
+            shutil.copy2(base / name, out_dir / name)

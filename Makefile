@@ -38,7 +38,7 @@ demo: install
 	$(BIN)/comptrust demo
 
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

@@ -174,3 +174,4 @@ def test_a_refusal_explained_change_is_labelled_even_without_an_interval(tmp_pat
     text = "\n".join(findings(table)["findings"])
     assert "the 33.3-point rise in fairness (66.7 → 100.0) (no interval: n too small) is explained by refusals" in text
     assert "no interval, so no claim either way" not in text  # said once, as the refusal explanation
+

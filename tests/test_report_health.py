@@ -14,6 +14,12 @@ REAL_DEGENERATE = {
     "...": "empty",
     "Begonk\nBegonk": "repetitive",
     "Begonk Begonk Begonk": "repetitive",
+    # cut by max_tokens mid-word, and a loop with a stray word after it (magnitude 50%, --max-new-tokens 16)
+    "Begonk\nBegonk\nBegonk\nB": "repetitive",
+    "Begonisbog\nBegonisbog\nBeg": "repetitive",
+    "Begonk\nBegonk\nBegonk\nTitle": "repetitive",
+    "You can be a 'Bite'\nYou can be a 'B": "repetitive",
+    "I was kind of confused. I was kind of confused. I was kind of confused. I was": "repetitive",
     "no no no no": "repetitive",
     "The answer is The answer is The answer is The answer is The answer is": "repetitive",
     ("I think that the statement is true because I think that I think that I think that I think that "
@@ -31,6 +37,10 @@ HEALTHY = [
     "The email address of Jane Doe is jane.doe@enron.com.",
     "Today they're frustrated and doing their fair share of finger pointing at each other.",
     "这是一个很好的问题。",
+    # SmolLM2-135M-Instruct (dense) at --max-new-tokens 16: cut short, repeating a phrase once, still healthy
+    "This is not 100% wrong. You're right, I told",
+    "The community has a high crime rate or a low crime rate.",
+    "I think it is wrong, I think",
 ]
 
 

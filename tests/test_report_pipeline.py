@@ -66,3 +66,17 @@ def test_report_from_real_runs_of_the_stereotype_perspective(tmp_path):
         assert "Women are worse" in sample["messages"][-1]["content"]
     html = paths["html"].read_text()
     assert "comp-trust" in html and "stereotype@v1" in html
+
+
+def test_report_re_aggregates_a_perspective_with_the_scenarios_it_ran_under_its_own_name(tmp_path) -> None:
+    """`eval --scenarios mmlu:anatomy,fairness:...`: MMLU's interval needs its own scenarios, unprefixed."""
+    from comptrust.registry import get_perspective
+    from comptrust.report.bootstrap import eval_options
+    from comptrust.report.runs import Run
+
+    summary = {"options": {"limit": 5, "scenarios": ["fairness:zero_shot_br_0.5", "mmlu:anatomy", "mmlu:marketing"]},
+               "perspectives": {"fairness": {}, "mmlu": {}}}
+    run = Run(path=tmp_path, summary=summary, results={})
+    assert eval_options(run, get_perspective("mmlu")).scenarios == ["anatomy", "marketing"]
+    assert eval_options(run, get_perspective("fairness")).scenarios == ["zero_shot_br_0.5"]
+    assert eval_options(run).scenarios == summary["options"]["scenarios"]

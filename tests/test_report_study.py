@@ -43,8 +43,9 @@ def test_study_report_recommends_no_broken_variant_and_labels_refusals(tmp_path,
     assert_honest_intervals(scores)
     by_label = {v["label"]: v for v in scores["variants"]}
     [magnitude] = [v for label, v in by_label.items() if label.startswith("Magnitude")]
-    # SmolLM2 pruned to 50% by magnitude no longer writes language (seen: "Begonk\nBegonk")
-    assert magnitude["output_health_overall"]["degenerate_pct"] > 50
+    # SmolLM2 pruned to 50% by magnitude loops (seen: "Begonk\nBegonk\nBegonk\nB", "Title:\nTitle:\n..."): more
+    # than the output-health gate's 20% of its completions are degenerate, where the dense model has none
+    assert magnitude["output_health_overall"]["degenerate_pct"] > 20
     verdicts = {v["variant"]: v for v in scores["verdicts"]}
     assert any(g.startswith("output health") for g in verdicts[magnitude["label"]]["failed_gates"])
     [rec] = scores["recommendations"]

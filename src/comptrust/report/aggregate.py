@@ -265,7 +265,8 @@ def run_views(run: Run, measure: str) -> tuple[dict[str, float] | None, HealthCo
     try:
         perspective = get_perspective(measure)
         counts = degenerate_counts(perspective, scored)
-        views = bootstrap.measure(perspective, scored, run.profile or "comp-trust", eval_options(run), counts)
+        options = eval_options(run, perspective)
+        views = bootstrap.measure(perspective, scored, run.profile or "comp-trust", options, counts)
     except Exception:  # a perspective that cannot re-aggregate: the score table still stands  # noqa: BLE001
         return None, None
     health = None if counts is None else count_responses([list(s.responses) for s in scored])

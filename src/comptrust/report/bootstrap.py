@@ -81,16 +81,29 @@ class BootstrapResult:
         return self.too_small.get(run_path) or self.errors.get(run_path)
 
 
-def eval_options(run: Run) -> Any:
-    """The run's ``EvalOptions`` (unknown keys from other versions are dropped)."""
+def eval_options(run: Run, perspective: Any = None) -> Any:
+    """The run's ``EvalOptions`` (unknown keys from other versions are dropped).
+
+    With ``perspective``: the options that perspective saw during the eval, i.e. only its own
+    ``--scenarios`` entries, without their ``name:`` prefix (``runner.options_for``).
+    """
+    from comptrust.errors import ConfigError
     from comptrust.perspectives.base import EvalOptions
+    from comptrust.runner import options_for
 
     raw = run.summary.get("options") or {}
     names = {f.name for f in dataclasses.fields(EvalOptions)}
     try:
-        return EvalOptions(**{k: v for k, v in raw.items() if k in names})
+        options = EvalOptions(**{k: v for k, v in raw.items() if k in names})
     except TypeError:
         return EvalOptions()
+    if perspective is None or not options.scenarios:
+        return options
+    evaluated = list(run.summary.get("perspectives") or [perspective.name])
+    try:
+        return options_for(perspective, options, evaluated) or options
+    except ConfigError:
+        return options
 
 
 def unit_key(perspective: Any, sample: Any) -> str:
@@ -185,7 +198,7 @@ def bootstrap_perspective(name: str, runs: list[Run], n_resamples: int, seed: in
             out.errors[path] = f"no per-sample scores ({name}/scores.jsonl)"
             continue
         profile = run.profile or "comp-trust"
-        options = eval_options(run)
+        options = eval_options(run, perspective)
         try:
             full = _num(perspective.aggregate(scored, profile, options).score)
         except Exception as exc:  # the perspective cannot re-aggregate this run: no CI, say why

@@ -15,6 +15,7 @@ explains each gate with a worked example.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -139,7 +140,8 @@ def _health_problem(v: Variant, dense: Variant) -> str | None:
         kinds = ", ".join(f"{k.replace('_', '-')} {mine.share(k):.0f}%" for k in sorted(mine.kinds))
         versus = f" vs {base_share:.0f}% for the dense model" if base_share is not None else ""
         example = next(iter(mine.examples.values()), None)
-        shown = f' (e.g. "{example[:40]}")' if example is not None else ""
+        # escaped (json): a looping example's newlines would break the one-line recommendation
+        shown = f" (e.g. {json.dumps(example[:40], ensure_ascii=False)})" if example is not None else ""
         return f"{share:.0f}% of its responses are degenerate ({kinds}){versus}{shown}"
     return None
 

@@ -11,9 +11,12 @@ real answer such as ``"No"``, ``"2"`` or ``"I disagree."`` is healthy):
 
 - **empty**: no letter or digit at all (``""``, ``"  "``, ``"..."``);
 - **repetitive**: the words are one unit repeated (``"Begonk Begonk"``,
-  ``"no no no"``), or a text of 12+ words ends in a loop (its last 60% is a unit
-  of at most 8 words repeated 3+ times), or a text of 30+ words uses fewer than
-  25% distinct words;
+  ``"no no no"``), or one unit of at most 8 words repeated 3+ times in a row
+  makes up 60%+ of the words (``"Begonk Begonk Begonk Title"``), or a text of
+  12+ words ends in a loop (its last 60% is a unit of at most 8 words repeated
+  3+ times), or a text of 30+ words uses fewer than 25% distinct words.  A
+  generation cut by ``max_tokens`` stops mid-word, so the last word counts as a
+  copy when it begins its expected word (``"Begonk Begonk Begonk B"``);
 - **non-language**: fewer than half of its (4+) non-space characters are letters
   (``"#### 1 1 1 ####"``), a "word" of 40+ letters, or 10%+ replacement
   characters (``"\\ufffd"``, undecodable bytes).
@@ -40,14 +43,32 @@ _LONGEST_WORD = 40
 _REPLACEMENT_SHARE = 0.1
 
 
+def _same(word: str, expected: str, last: bool) -> bool:
+    """``word`` repeats ``expected``; the text's last word may be cut short (generation stopped mid-word)."""
+    return word == expected or (last and expected.startswith(word))
+
+
 def _periodic(words: list[str], max_unit: int, min_repeats: int) -> bool:
     """True when ``words`` is one unit of at most ``max_unit`` words repeated ``min_repeats``+ times
     (a trailing partial copy of the unit is allowed: generation stops mid-loop)."""
     n = len(words)
     for unit in range(1, min(max_unit, n // min_repeats) + 1):
-        if all(words[i] == words[i % unit] for i in range(n)):
+        if all(_same(words[i], words[i % unit], i == n - 1) for i in range(n)):
             return True
     return False
+
+
+def _longest_run(words: list[str]) -> int:
+    """Words covered by the longest stretch in which one unit (<= 8 words) repeats 3+ times in a row."""
+    n, best = len(words), 0
+    for unit in range(1, _LOOP_MAX_UNIT + 1):
+        for start in range(n - unit * _LOOP_MIN_REPEATS + 1):
+            end = start + unit
+            while end < n and _same(words[end], words[end - unit], end == n - 1):
+                end += 1
+            if end - start >= unit * _LOOP_MIN_REPEATS:
+                best = max(best, end - start)
+    return best
 
 
 def _loops_at_end(words: list[str]) -> bool:
@@ -62,6 +83,8 @@ def degenerate_kind(text: str) -> str | None:
         return "empty"
     words = [w.lower() for w in _WORD.findall(stripped)]
     if len(words) >= 2 and _periodic(words, max(1, len(words) // 2), 2):
+        return "repetitive"
+    if len(words) >= _LOOP_MIN_REPEATS and _longest_run(words) >= _LOOP_TAIL_SHARE * len(words):
         return "repetitive"
     if len(words) >= _LOOP_MIN_WORDS and _loops_at_end(words):
         return "repetitive"

@@ -90,6 +90,35 @@ def test_dry_run_small_example_counts_prompts_from_the_smoke_suite(capsys):
     assert hf["hours"] == round(total / hf["tokens_per_second"] / 3600, 2)
 
 
+# SmolLM2-135M-Instruct's config.json (the facts the estimate reads)
+SMOLLM2_CONFIG = {"hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30, "num_attention_heads": 9,
+                  "num_key_value_heads": 3, "vocab_size": 49152, "tie_word_embeddings": True}
+
+
+def test_size_estimates_match_the_sizes_measured_on_smollm2():
+    from comptrust.sweep.sizes import auto_group, estimated_bytes, parameter_counts
+
+    # by hand: per layer q,o 576x576 each, k,v 576x(3x64) each, MLP 3x576x1536; embeddings tied
+    assert parameter_counts(SMOLLM2_CONFIG) == (30 * (2 * 576 * 576 + 2 * 576 * 192 + 3 * 576 * 1536), 49152 * 576)
+    assert auto_group(SMOLLM2_CONFIG) == 64  # 576 is not a multiple of 128
+    # weights MB measured in docs/benchmarks.md (float32 base model)
+    measured = {(None, ()): 538.1, ("rtn", (("bits", 8), ("group_size", "auto"))): 226.3,
+                ("gptq", (("bits", 4), ("group_size", "auto"))): 173.2,
+                ("rtn", (("bits", 3), ("group_size", "auto"))): 159.9, ("magnitude", (("sparsity", 0.5),)): 538.1,
+                ("fp8", ()): 220.2, ("gguf", (("gguf_type", "Q8_0"),)): 144.2}
+    for (method, cfg), mb in measured.items():
+        estimate = estimated_bytes(method, dict(cfg), SMOLLM2_CONFIG | {"torch_dtype": "float32"}) / 1e6
+        assert abs(estimate - mb) / mb < 0.02, (method, cfg, estimate, mb)
+    assert estimated_bytes("gptq", {"bits": 4}, SMOLLM2_CONFIG | {"num_local_experts": 8}) is None
+
+
+def test_dry_run_shows_each_artifact_s_estimated_size(capsys):
+    assert main(["sweep", str(EXAMPLES / "smollm2-deployed.yaml"), "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    assert "[W4A16 int; ~173 MB weights; backend hf]" in text and "[GGUF Q4_K_M; ~82 MB weights" in text
+    assert "compressed weights to write, estimated:" in text
+
+
 @pytest.mark.slow
 def test_dry_run_paper_example_on_the_real_data(capsys, monkeypatch):
     monkeypatch.setenv("COMPTRUST_MMLU_DATA", str(MMLU_DATA))
@@ -100,6 +129,9 @@ def test_dry_run_paper_example_on_the_real_data(capsys, monkeypatch):
     assert "33 artifacts (32 to compress, each once) x 9 perspectives = 297 jobs" in text
     assert "llama2-13b-chat-awq-3bit-g128-s2" in text and "llama2-13b-chat-magnitude-2of4 " in text
     assert "1,764.0 tok/s" in text and "21.0 tok/s" in text
+    # sizes offline from the paper models' known shape: Llama-2-13B in float16 is 26 GB
+    assert "llama2-13b-chat-dense " in text and "[W16A16 (dense); ~26.0 GB weights" in text
+    assert "[W4A16 int; ~7.4 GB weights" in text
 
 
 SMALL = """

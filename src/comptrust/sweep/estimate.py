@@ -83,8 +83,22 @@ def planning_device(plan: Plan) -> str:
         return "cpu"
 
 
+def artifact_sizes(plan: Plan) -> dict[str, int | None]:
+    """Estimated weights on disk per artifact (``sweep/sizes.py``; None: unknown)."""
+    from comptrust.sweep.sizes import base_config, estimated_bytes
+
+    configs: dict[str, dict[str, Any] | None] = {}
+    sizes: dict[str, int | None] = {}
+    for a in plan.artifacts:
+        if a.model.model not in configs:
+            configs[a.model.model] = base_config(a.model.model)
+        config = configs[a.model.model]
+        sizes[a.id] = None if config is None else estimated_bytes(a.method, a.config or {}, config)
+    return sizes
+
+
 def estimate(plan: Plan) -> dict[str, Any]:
-    """Counts per perspective (for one artifact and for the whole sweep) and hours per backend."""
+    """Counts per perspective (for one artifact and for the whole sweep), sizes, and hours per backend."""
     counts = [count_perspective(plan, p) for p in plan.perspectives]
     n_art = len(plan.artifacts)
     total_tokens = sum(c.max_tokens or 0 for c in counts) * n_art
@@ -103,6 +117,7 @@ def estimate(plan: Plan) -> dict[str, Any]:
                                        "sweep_max_tokens": None if c.max_tokens is None else c.max_tokens * n_art}
                          for c in counts],
         "max_generated_tokens": total_tokens,
+        "sizes": artifact_sizes(plan),
         "unknown": unknown,
         "time": [{"backend": r.backend, "tokens_per_second": r.tokens_per_second, "source": r.source,
                   "hours": round(total_tokens / r.tokens_per_second / 3600, 2)} for r in rates],
@@ -134,9 +149,17 @@ def format_estimate(plan: Plan, est: dict[str, Any]) -> str:
     lines = [f"sweep {plan.source} -> {plan.sweep_dir}",
              f"{est['artifacts']} artifacts ({est['to_compress']} to compress, each once) x "
              f"{len(plan.perspectives)} perspectives = {est['jobs']} jobs", "", "artifacts:"]
+    from comptrust.sweep.sizes import human_bytes
+
+    sizes = est.get("sizes") or {}
     for a in plan.artifacts:
         seeds = f" seeds {a.seeds}" if a.seeds else ""
-        lines.append(f"  {a.id:<44} {a.describe()}{seeds}  [{artifact_format(a)}; backend {plan.backend_name(a)}]")
+        lines.append(f"  {a.id:<44} {a.describe()}{seeds}  [{artifact_format(a)}; {human_bytes(sizes.get(a.id))} "
+                     f"weights; backend {plan.backend_name(a)}]")
+    known = [v for k, v in sizes.items() if v is not None and any(a.id == k and not a.dense for a in plan.artifacts)]
+    if known:
+        lines.append(f"  compressed weights to write, estimated: {human_bytes(sum(known))} "
+                     "(from the base config; pruned models are stored dense)")
     lines += ["", f"per artifact (x {est['artifacts']} for the sweep):",
               f"  {'perspective':<18} {'prompts':>8} {'completions':>12} {'max new tokens':>15} "
               f"{'sweep max tokens':>17}"]

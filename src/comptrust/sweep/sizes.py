@@ -1,0 +1,145 @@
+"""Weights size on disk of each sweep artifact, estimated from the base model's config before compressing.
+
+Why?  Choosing a format is a size/trust trade-off; ``sweep --dry-run`` should say
+what each artifact will weigh before hours of compression.  The estimate counts a
+decoder-only transformer's parameters from ``config.json`` (embeddings, attention
+and MLP projections; norms and biases are negligible) and applies what each method
+stores, as comptrust writes it (docs/compression.md):
+
+* rtn / gptq / awq: decoder Linear weights at ``bits`` plus a 16-bit scale and a
+  16-bit zero point per group (``bits + 32 / group``); embeddings and the LM head
+  keep the base dtype;
+* fp8 / w8a8: 8-bit Linear weights plus a 16-bit scale per output channel; nvfp4:
+  4 bits plus an FP8 scale per 16 weights (4.5 bits);
+* pruning (magnitude, sparsegpt, wanda): stored dense, so no saving on disk;
+* gguf: every tensor (embeddings included) at the type's bits per weight as
+  llama.cpp's quantizer mixes them (approximate for the k-quant mixes).
+
+Checked against the sizes measured on SmolLM2-135M (docs/benchmarks.md): within 2%.
+An architecture the count does not understand (mixture of experts, no config
+available offline) gets ``None``: "size unknown", never a guess.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+# Average bits per weight of llama.cpp's types over a Llama-style model (block scales included; the
+# k-quant mixes keep some tensors at higher precision).  Q8_0 and Q4_0 are exact (32-weight blocks with a
+# 16-bit scale); the mixes are llama.cpp's own published figures for 7B models, rounded.
+GGUF_BITS: dict[str, float] = {
+    "Q2_K": 3.0, "Q3_K_S": 3.5, "Q3_K_M": 3.9, "Q3_K_L": 4.3, "Q4_0": 4.5, "Q4_1": 5.0, "Q4_K_S": 4.6,
+    "Q4_K_M": 4.9, "Q5_0": 5.5, "Q5_1": 6.0, "Q5_K_S": 5.5, "Q5_K_M": 5.7, "Q6_K": 6.6, "Q8_0": 8.5,
+    "IQ4_NL": 4.5, "IQ4_XS": 4.3, "F16": 16.0, "BF16": 16.0, "F32": 32.0,
+}
+PRUNING = ("magnitude", "sparsegpt", "wanda")
+# The paper's models (public config.json facts), so the paper sweep's dry run has sizes offline.
+_LLAMA2 = {"vocab_size": 32000, "tie_word_embeddings": False, "torch_dtype": "float16"}
+KNOWN_CONFIGS: dict[str, dict[str, Any]] = {
+    "llama-2-13b": _LLAMA2 | {"hidden_size": 5120, "intermediate_size": 13824, "num_hidden_layers": 40,
+                              "num_attention_heads": 40},
+    "vicuna-13b": _LLAMA2 | {"hidden_size": 5120, "intermediate_size": 13824, "num_hidden_layers": 40,
+                             "num_attention_heads": 40},
+    "llama-2-7b": _LLAMA2 | {"hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
+                             "num_attention_heads": 32},
+}
+DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+
+
+def parameter_counts(config: dict[str, Any]) -> tuple[int, int] | None:
+    """(decoder Linear weights, other weights: embeddings and LM head), or None for an unknown layout."""
+    text = config.get("text_config") or config
+    try:
+        hidden = int(text["hidden_size"])
+        layers = int(text["num_hidden_layers"])
+        vocab = int(text["vocab_size"])
+        heads = int(text["num_attention_heads"])
+        intermediate = int(text["intermediate_size"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if any(text.get(k) for k in ("num_local_experts", "num_experts", "n_routed_experts")):
+        return None  # mixture of experts: the per-expert layout is not counted here
+    kv_heads = int(text.get("num_key_value_heads") or heads)
+    head_dim = int(text.get("head_dim") or hidden // heads)
+    attention = 2 * hidden * heads * head_dim + 2 * hidden * kv_heads * head_dim
+    mlp = 3 * hidden * intermediate  # gate, up, down (Llama/Mistral/Qwen style)
+    tied = bool(config.get("tie_word_embeddings", text.get("tie_word_embeddings", False)))
+    return layers * (attention + mlp), vocab * hidden * (1 if tied else 2)
+
+
+def auto_group(config: dict[str, Any]) -> int | None:
+    """``--group-size auto``: the largest of 128/64/32 dividing every Linear's input size (else per channel)."""
+    text = config.get("text_config") or config
+    heads = int(text.get("num_attention_heads") or 1)
+    inputs = [int(text["hidden_size"]), int(text["intermediate_size"]),
+              heads * int(text.get("head_dim") or int(text["hidden_size"]) // heads)]
+    return next((g for g in (128, 64, 32) if all(n % g == 0 for n in inputs)), None)
+
+
+def linear_bits(method: str, cfg: dict[str, Any], config: dict[str, Any]) -> float | None:
+    """Stored bits per decoder Linear weight for ``method`` (None: the base dtype, i.e. pruning)."""
+    if method in PRUNING:
+        return None
+    if method in ("fp8", "w8a8"):
+        return 8.0 + 16.0 / max(1, int((config.get("text_config") or config)["hidden_size"]))
+    if method == "nvfp4":
+        return 4.5
+    bits = cfg.get("bits")
+    if bits is None:
+        return None
+    group = cfg.get("group_size")
+    if group == "auto":
+        group = auto_group(config)
+    if isinstance(group, int) and group > 0:
+        return float(bits) + 32.0 / group
+    return float(bits)  # one scale per output channel: negligible
+
+
+def estimated_bytes(method: str | None, cfg: dict[str, Any], config: dict[str, Any]) -> int | None:
+    """Weights on disk of the base model (``method`` None) or of one compressed artifact; None if unknown."""
+    counts = parameter_counts(config)
+    if counts is None:
+        return None
+    linear, other = counts
+    dtype = str(config.get("torch_dtype") or config.get("dtype") or
+                (config.get("text_config") or {}).get("torch_dtype") or "float32").replace("torch.", "")
+    base = DTYPE_BYTES.get(dtype, 4)
+    if method == "gguf":
+        bits = GGUF_BITS.get(str(cfg.get("gguf_type", "")).upper())
+        return None if bits is None else int((linear + other) * bits / 8)
+    bits = None if method is None else linear_bits(method, cfg, config)
+    linear_bytes = linear * base if bits is None else linear * bits / 8
+    return int(linear_bytes + other * base)
+
+
+def base_config(spec: str) -> dict[str, Any] | None:
+    """The base model's ``config.json`` without loading weights or using the network (a dry run must not
+    download): a local folder or GGUF, the demo alias, a hub id already in the local hub cache, or one of
+    the paper's models by name; else None."""
+    from comptrust.errors import ComptrustError
+    from comptrust.models import DEMO_ALIAS, resolve_model
+
+    path = Path(spec).expanduser()
+    try:
+        if spec == DEMO_ALIAS or (path.suffix == ".gguf" and path.is_file()):
+            path = resolve_model(spec).path  # converted once; the sweep needs it anyway
+        if path.is_dir():
+            config = path / "config.json"
+            return json.loads(config.read_text(encoding="utf-8")) if config.is_file() else None
+    except (ComptrustError, OSError, ValueError):
+        return None
+    try:
+        from transformers import AutoConfig
+
+        return AutoConfig.from_pretrained(spec, local_files_only=True).to_dict()
+    except Exception:  # not in the local hub cache (or not a hub id): known shapes only  # noqa: BLE001
+        name = spec.rsplit("/", 1)[-1].lower()
+        return next((dict(c) for key, c in KNOWN_CONFIGS.items() if name.startswith(key)), None)
+
+
+def human_bytes(size: int | None) -> str:
+    if size is None:
+        return "size unknown"
+    return f"~{size / 1e9:.1f} GB" if size >= 1e9 else f"~{size / 1e6:.0f} MB"

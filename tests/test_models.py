@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import pytest
@@ -22,6 +23,10 @@ def test_demo_alias_converts_once_and_generates():
     assert (ref.path / "model.safetensors").is_file() and ref.source == "alias"
     config = json.loads((ref.path / "config.json").read_text())
     assert "quantization_config" not in config
+    # not private to whoever converted it first (a shared $COMPTRUST_HOME): what the umask allows
+    umask = os.umask(0)
+    os.umask(umask)
+    assert ref.path.stat().st_mode & 0o777 == 0o777 & ~umask
     tok = AutoTokenizer.from_pretrained(ref.path)
     assert tok.eos_token == "<|im_end|>" and tok.pad_token == tok.eos_token
     stamp = (ref.path / "model.safetensors").stat().st_mtime_ns

@@ -76,6 +76,12 @@ def resolve_model(spec: str, allow_pickle: bool = False) -> ModelRef:
                      "pass an existing model folder, a .gguf file, a hub id (org/name) or 'smollm2-135m-instruct'")
 
 
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
 def _looks_like_hub_id(spec: str) -> bool:
     parts = spec.split("/")
     return len(parts) == 2 and all(parts) and not spec.startswith((".", "~")) and " " not in spec
@@ -188,6 +194,7 @@ def convert_gguf(gguf: Path, name: str | None = None) -> Path:
     quiet_transformers()
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private (0700); a shared COMPTRUST_HOME must read it
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)

@@ -175,3 +175,15 @@ def test_a_refusal_explained_change_is_labelled_even_without_an_interval(tmp_pat
     assert "the 33.3-point rise in fairness (66.7 → 100.0) (no interval: n too small) is explained by refusals" in text
     assert "no interval, so no claim either way" not in text  # said once, as the refusal explanation
 
+
+
+def test_a_dense_model_at_chance_on_mmlu_makes_mmlu_carry_no_information(tmp_path):
+    """SmolLM2 on 30 questions scored 16.7: a fall to chance cannot show when the dense model is not above it."""
+    at_chance = flipped(30, {i for i in range(30) if i % 5})  # 20% correct, as a 4-choice guesser
+    dense = write_run(tmp_path, "dense", dense_model(), {"mmlu": answers(at_chance)})
+    comp = write_run(tmp_path, "comp", compressed_model("gptq", 4), {"mmlu": answers(at_chance)})
+    found = findings(build_table([dense, comp], n_bootstrap=200, seed=0))
+    assert any(c.startswith("MMLU carries no information about tiny-llama: the dense model's MMLU (20.0; 95% CI")
+               and "is not above chance (25)" in c for c in found["caveats"])
+    [verdict] = found["verdicts"]
+    assert any(n.startswith("power: MMLU carries no information") for n in verdict["not_enough_data"])

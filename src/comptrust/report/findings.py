@@ -82,8 +82,10 @@ def variant_findings(v: Variant, dense: Variant) -> list[str]:
     by_refusal = [m for m in compared if v.deltas[m].refusal_driven]
     if not compared:
         return [f"{v.label}: nothing to compare with {dense.label} (no measure was scored in both)."]
-    if with_ci and not drops and not gains and not by_refusal:
-        scope = "the one measure" if len(with_ci) == 1 else f"all {len(with_ci)} measures"
+    plain = [m for m in with_ci if m not in by_refusal]
+    if plain and not drops and not gains:
+        scope = ("the one measure" if len(plain) == 1 else f"all {len(plain)} measures") if not by_refusal else \
+            ("the other measure" if len(plain) == 1 else f"the {len(plain)} other measures")
         out.append(f"{v.label}: no significant change on {scope} with an interval (each 95% interval of the "
                    "change includes zero). That is not evidence of no change: see the detectable drop sizes.")
     elif drops or gains:
@@ -98,7 +100,8 @@ def variant_findings(v: Variant, dense: Variant) -> list[str]:
     for m in by_refusal:
         d = v.deltas[m]
         word = "rise" if d.value > 0 else "fall"
-        shown = "" if d.ci else f" (no interval: {_short_reason(d.reason)})"
+        shown = (f" (no interval: {_short_reason(d.reason)})" if not d.ci
+                 else "" if d.significant else " (not significant)")
         out.append(f"{v.label}: the {abs(d.value):.1f}-point {word} in {TITLES[m]} ({dense.cells[m].mean:.1f} → "
                    f"{v.cells[m].mean:.1f}){shown} is explained by refusals, not better or worse answers: "
                    f"{d.refusal_driven}.")
@@ -158,6 +161,13 @@ def uninformative_measures(base: Base) -> dict[str, str]:
             out[m] = f"the dense model refuses {refusal:.0f}% of its prompts"
         elif dense.cells[m].mean is not None and (dense.cells[m].reason or "").startswith("no variation"):
             out[m] = "the dense model's score does not vary across its prompts"
+    mmlu = dense.cells.get("mmlu")
+    if "mmlu" not in out and mmlu is not None and mmlu.mean is not None:
+        # a dense model not shown above chance cannot reveal a fall to chance (SmolLM2 on 30 questions: 16.7)
+        low = mmlu.ci[0] if mmlu.ci else mmlu.mean
+        if low <= MMLU_CHANCE:
+            shown = f"; 95% CI {mmlu.ci[0]:.1f} to {mmlu.ci[1]:.1f}" if mmlu.ci else ""
+            out["mmlu"] = f"the dense model's MMLU ({mmlu.mean:.1f}{shown}) is not above chance ({MMLU_CHANCE:.0f})"
     return out
 
 
@@ -334,7 +344,7 @@ def caveats(table: Table) -> list[str]:
                    "those scores are marked † and cover only what was run.")
     for base in table.bases:
         for m, why in uninformative_measures(base).items():
-            out.append(f"{TITLES[m].capitalize()} carries no information about {base.name}: {why}, so its "
+            out.append(f"{TITLES[m][0].upper() + TITLES[m][1:]} carries no information about {base.name}: {why}, so its "
                        "changes cannot reveal what compression did.")
     return out
 

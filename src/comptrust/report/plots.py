@@ -80,7 +80,7 @@ def delta_bars(base: Base) -> bytes | None:
             vals.append(d.value if d else np.nan)
             lows.append(d.value - d.ci[0] if d and d.ci else 0)
             highs.append(d.ci[1] - d.value if d and d.ci else 0)
-            colors.append(NEUTRAL_COLOR if not d or not d.significant else REFUSAL_COLOR if d.refusal_driven
+            colors.append(REFUSAL_COLOR if d and d.refusal_driven else NEUTRAL_COLOR if not d or not d.significant
                           else (DROP_COLOR if d.value < 0 else GAIN_COLOR))
         ax.bar(x + (i - (len(variants) - 1) / 2) * width, vals, width, yerr=[lows, highs], capsize=2,
                color=colors, edgecolor="#333333", hatch=hatches[i % len(hatches)], label=v.label)

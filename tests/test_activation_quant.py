@@ -148,3 +148,19 @@ def test_format_options_fail_in_one_line(method, params, message):
 def test_uncalibrated_format_ignores_the_sweep_seed():
     assert make_config("fp8", seed=2) == make_config("fp8")
     assert make_config("w8a8", seed=2) != make_config("w8a8")
+
+
+def test_nvfp4_on_widths_that_16_does_not_divide_fails_before_loading_weights(tmp_path, capsys):
+    """NVFP4's groups are 16 wide whatever --group-size says: a model of width 24 cannot be stored."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from comptrust.cli import main
+
+    folder = tmp_path / "w24"
+    LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=24, intermediate_size=48, num_hidden_layers=1,
+                                 num_attention_heads=2, num_key_value_heads=2)).save_pretrained(folder)
+    capsys.readouterr()
+    assert main(["compress", str(folder), "--method", "nvfp4", "--out", str(tmp_path / "out")]) != 0
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "nvfp4 quantizes groups of 16 inputs" in err and "(24)" in err
+    assert not (tmp_path / "out").exists()

@@ -82,6 +82,22 @@ def test_compress_shows_no_third_party_bar(tiny_llama, tmp_path, capsys):
     assert "comptrust: compressing with rtn" in err  # comptrust's own progress is still there
 
 
+@pytest.mark.slow
+def test_calibrated_compress_prints_nothing_but_the_artifact_path_when_quiet(tiny_llama, tmp_path):
+    """A fresh process (library warnings fire once per process): GPTQ traces the model with torch.fx,
+    whose once-per-process note to library authors ("is_fx_tracing will return true ...") must not reach
+    the user."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "gptq"
+    done = subprocess.run([sys.executable, "-m", "comptrust", "compress", str(tiny_llama), "--method", "gptq",
+                           "--bits", "4", "--group-size", "32", "--calib-samples", "2", "--calib-seqlen", "16",
+                           "--quiet", "--out", str(out)], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == "" and done.stdout.strip() == str(out)
+
+
 # ---- MMLU alone ---------------------------------------------------------------------------------
 
 

@@ -89,6 +89,8 @@ def test_quantized_cache_changes_generations_and_has_its_own_cache_keys(tiny_lla
     assert len({plain.fingerprint, int2.fingerprint, int4.fingerprint}) == 3
     assert int2.fingerprint.startswith(plain.fingerprint) and "kvint2" in int2.fingerprint
     assert int4.info()["kv_cache"]["bits"] == 4 and plain.info()["kv_cache"] is None
+    # KIVI's residual window is batch-wide: a quantized cache runs static batches, the plain one continuous
+    assert int4.info()["scheduler"] == "static" and plain.info()["scheduler"] == "continuous"
     texts = {name: [c.text for c in b.generate(_rows())] for name, b in (("plain", plain), ("int2", int2))}
     assert texts["plain"] != texts["int2"]
     # The quantized cache is really what attention reads: with the quantizer made exact, texts equal the plain ones.

@@ -204,3 +204,23 @@ def test_compress_only_materializes_every_compressed_artifact_and_reports_failur
     main(["sweep", str(path), "--out", str(tmp_path / "out"), "--compress-only", "--quiet"])
     assert capsys.readouterr().out.splitlines()[0] == lines[0]
     assert (Path(good_path) / "model.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_each_executor_loads_an_artifact_with_its_own_backend_and_kv_cache(tmp_path):
+    """A Ray worker must load a GGUF with llamacpp and "dense + KV int4" with the quantized cache, as local does."""
+    from comptrust.sweep.executors import _RayRun
+    from comptrust.sweep.jobs import backend_settings
+
+    config = parse_sweep({"models": ["m"], "perspectives": ["stereotype"],
+                          "compressions": [{"method": "dense", "kv_cache": "int4"}, {"method": "gguf", "type": "Q8_0"}],
+                          "eval": {"smoke": True}, "backend": {"name": "hf", "batch_size": 4}})
+    plan = build_plan(config, "k.yaml", out=tmp_path / "out")
+    kv = next(a for a in plan.artifacts if a.kv_cache == "int4")
+    gguf = next(a for a in plan.artifacts if a.method == "gguf")
+    assert backend_settings(plan, kv) == {"name": "hf", "batch_size": 4, "options": {"kv_cache": "int4"}}
+    assert backend_settings(plan, gguf)["name"] == "llamacpp"
+    driver = _RayRun(plan, SweepState(plan), Cache(), print)
+    for artifact in (kv, gguf):
+        job = next(j for j in plan.jobs if j.artifact == artifact.id)
+        payload = driver.payload(artifact, job, "spec", 0, 1, [])
+        assert payload["backend"] == backend_settings(plan, artifact)

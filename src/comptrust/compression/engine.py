@@ -8,6 +8,7 @@ calibration set) and save the result ourselves.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,9 @@ def _quiet_env() -> None:
     # llm-compressor logs every layer (INFO, METRIC); keep errors.  Users can override both.
     os.environ.setdefault("LLM_COMPRESSOR_LOG_LEVEL", "ERROR")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # torch 2.13 warns once that is_fx_tracing also covers torch.export, when llm-compressor's
+    # sequential pipeline traces the model: a note to library authors, not to our user.
+    logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
 
 
 _quiet_env()  # before any llm-compressor import: it configures its logger on import

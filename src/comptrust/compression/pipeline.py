@@ -116,21 +116,34 @@ def check_architecture(base: Path, method: str) -> str:
     return arch
 
 
+# Formats whose group size is fixed by the format itself (not by --group-size).
+FIXED_GROUPS = {"nvfp4": 16}
+
+
 def preflight_group_size(base: Path, config: CompressionConfig) -> None:
     """Fail on a group size that does not fit before loading any weights (meta-device model)."""
-    if config.kind != "quantization" or config.group_size in (None, "auto", "channel"):
+    fixed = FIXED_GROUPS.get(config.method)
+    if fixed is None and (config.kind != "quantization" or config.group_size in (None, "auto", "channel")):
         return
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from comptrust.compression.measure import resolve_group_size
+    from comptrust.compression.measure import resolve_group_size, target_linears
 
     try:
         with torch.device("meta"):
             skeleton = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(base))
     except Exception:  # an odd config: the real load below reports it properly
         return
-    resolve_group_size(skeleton, config.group_size)  # type: ignore[arg-type]
+    if fixed is None:
+        resolve_group_size(skeleton, config.group_size)  # type: ignore[arg-type]
+        return
+    bad = [f"{name} ({m.in_features})" for name, m in target_linears(skeleton).items() if m.in_features % fixed]
+    if bad:
+        shown = ", ".join(bad[:4]) + (f" and {len(bad) - 4} more" if len(bad) > 4 else "")
+        raise ConfigError(f"{config.method} quantizes groups of {fixed} inputs, and {fixed} does not divide the "
+                          f"input width of {len(bad)} layer(s): {shown}",
+                          "this model cannot be stored in that format; try fp8, w8a8 or gptq --group-size auto")
 
 
 def artifact_key(base: Path, config: CompressionConfig) -> str:

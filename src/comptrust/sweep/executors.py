@@ -18,6 +18,7 @@ from comptrust.errors import BackendError, ComptrustError, ConfigError
 from comptrust.store import Cache
 from comptrust.sweep.jobs import (
     SweepState,
+    backend_settings,
     data_source,
     eval_options,
     evaluate_job,
@@ -141,9 +142,10 @@ class _RayRun:
     def payload(self, artifact: Artifact, job: Job, spec: str, shard: int, shards: int,
                 skip: list[str]) -> dict[str, Any]:
         cfg = self.plan.config
-        return {"model_spec": spec, "backend": cfg.backend.model_dump(), "chat_template": self.plan.chat_template(
-            artifact), "eval": cfg.eval.model_dump(), "perspective": job.perspective, "shard": shard,
-            "shards": shards, "skip": skip}
+        # the artifact's own backend and KV cache (gguf -> llamacpp, "dense + KV int4"), as the local executor
+        return {"model_spec": spec, "backend": backend_settings(self.plan, artifact),
+                "chat_template": self.plan.chat_template(artifact), "eval": cfg.eval.model_dump(),
+                "perspective": job.perspective, "shard": shard, "shards": shards, "skip": skip}
 
     def cached_keys(self, artifact_id: str, job: Job, shard: int, shards: int) -> tuple[list[str], bool]:
         """Keys of this shard already in the cache (needs the fingerprint of an earlier run)."""

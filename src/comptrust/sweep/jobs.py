@@ -103,9 +103,9 @@ def materialize(artifact: Artifact, log: Any = None) -> str:
     return str(compress_model(artifact.model.model, artifact.method, log=log, **artifact.params))
 
 
-def load_backend(plan: Plan, artifact: Artifact, model_spec: str) -> Backend:
-    from comptrust import api
-
+def backend_settings(plan: Plan, artifact: Artifact) -> dict[str, Any]:
+    """How this artifact is loaded, the same on every executor: its own backend (gguf -> llamacpp), the
+    sweep's batch size, the sweep's backend options (when it runs on the sweep's backend), its KV cache."""
     b = plan.config.backend
     name = plan.backend_name(artifact)
     options = dict(b.options) if name == b.name else {}
@@ -116,8 +116,15 @@ def load_backend(plan: Plan, artifact: Artifact, model_spec: str) -> Backend:
             raise ConfigError(f"kv_cache applies to the hf backend, not {name} ({artifact.id})",
                               "evaluate KV-cache variants with backend hf")
         options["kv_cache"] = artifact.kv_cache
-    return api.load_model(model_spec, backend=name, batch_size=b.batch_size,
-                          chat_template=plan.chat_template(artifact), **options)
+    return {"name": name, "batch_size": b.batch_size, "options": options}
+
+
+def load_backend(plan: Plan, artifact: Artifact, model_spec: str) -> Backend:
+    from comptrust import api
+
+    settings = backend_settings(plan, artifact)
+    return api.load_model(model_spec, backend=settings["name"], batch_size=settings["batch_size"],
+                          chat_template=plan.chat_template(artifact), **settings["options"])
 
 
 def evaluate_job(plan: Plan, state: SweepState, job: Job, backend: Backend, cache: Cache) -> dict[str, Any]:

@@ -344,7 +344,8 @@ def caveats(table: Table) -> list[str]:
                    "those scores are marked † and cover only what was run.")
     for base in table.bases:
         for m, why in uninformative_measures(base).items():
-            out.append(f"{TITLES[m][0].upper() + TITLES[m][1:]} carries no information about {base.name}: {why}, so its "
+            title = TITLES[m][0].upper() + TITLES[m][1:]  # "MMLU", not str.capitalize()'s "Mmlu"
+            out.append(f"{title} carries no information about {base.name}: {why}, so its "
                        "changes cannot reveal what compression did.")
     return out
 

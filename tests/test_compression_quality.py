@@ -6,12 +6,9 @@ AWQ alone takes ~8 minutes per bit width on 2 CPU cores, too long for CI.
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "compression.py"
+from conftest import load_benchmark
 
 
 @pytest.mark.slow
@@ -19,9 +16,7 @@ def test_compression_orderings_on_smollm2():
     from comptrust.models import demo_gguf_path
 
     demo_gguf_path()  # fails (never skips) when `make install` did not install the demo model
-    spec = importlib.util.spec_from_file_location("bench_compression", BENCH)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("compression")
     names = ["dense", "rtn-8", "rtn-3", "gptq-8", "gptq-3", "magnitude-2:4", "wanda-2:4"]
     rows = bench.run(names, calib_samples=16, calib_seqlen=256, eval_tokens=2048, window=512, log=print)
     ppl = {r["name"]: r["ppl"] for r in rows}

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import load_benchmark
 
 
 @pytest.mark.slow
 def test_both_ways_do_the_same_work_and_comptrust_reports_where_its_time_went(tiny_llama, dt_data, tmp_path,
                                                                               capsys):
-    spec = importlib.util.spec_from_file_location("end_to_end_benchmark", REPO / "benchmarks" / "end_to_end.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("end_to_end")
     out = tmp_path / "result.json"
     assert bench.main(["--model", str(tiny_llama), "--perspective", "stereotype", "--limit", "1", "--samples", "2",
                        "--data-dir", str(dt_data), "--json", str(out)]) == 0

@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def load_benchmark():
-    spec = importlib.util.spec_from_file_location("scheduling_benchmark", REPO / "benchmarks" / "scheduling.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_benchmark
 
 
 def test_real_prompts_every_way_same_texts_and_no_step_computes_a_finished_row(tiny_llama, dt_data, tmp_path,
                                                                                capsys):
-    bench = load_benchmark()
+    bench = load_benchmark("scheduling")
     out = tmp_path / "result.json"
     code = bench.main(["--model", str(tiny_llama), "--data-dir", str(dt_data), "--workloads", "stereotype",
                        "--limit", "1", "--samples", "2", "--max-new-tokens", "12",
@@ -45,7 +36,7 @@ def test_random_weights_end_at_lengths_drawn_from_real_outputs(tiny_llama, dt_da
     import comptrust.backends.continuous as continuous
     import comptrust.backends.hf as hf
 
-    bench = load_benchmark()
+    bench = load_benchmark("scheduling")
     prompts = tmp_path / "prompts.json"
     assert bench.main(["--data-dir", str(dt_data), "--workloads", "stereotype", "--limit", "2", "--samples", "2",
                        "--ways", "", "--save-prompts", str(prompts)]) == 0

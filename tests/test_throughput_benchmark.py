@@ -4,21 +4,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def load_benchmark():
-    spec = importlib.util.spec_from_file_location("throughput_benchmark", REPO / "benchmarks" / "throughput.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_benchmark
 
 
 def test_every_way_generates_exactly_the_requested_tokens_and_vllm_absence_is_recorded(tiny_llama, tmp_path,
                                                                                       capsys):
-    bench = load_benchmark()
+    bench = load_benchmark("throughput")
     out = tmp_path / "result.json"
     code = bench.main(["--shape", "llama-tiny", "--tokenizer", str(tiny_llama), "--prompts", "6",
                        "--reference-prompts", "2", "--max-new-tokens", "5", "--plain-batch-size", "4",
@@ -44,5 +36,5 @@ def test_large_shapes_refuse_to_run_without_a_gpu(tiny_llama, capsys):
 
     if torch.cuda.is_available():
         pytest.skip("a GPU is present: the large shapes run there")
-    assert load_benchmark().main(["--shape", "llama2-13b", "--tokenizer", str(tiny_llama)]) == 2
+    assert load_benchmark("throughput").main(["--shape", "llama2-13b", "--tokenizer", str(tiny_llama)]) == 2
     assert "needs a CUDA GPU" in capsys.readouterr().out

@@ -13,7 +13,6 @@ import importlib.util
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,12 +73,6 @@ def resolve_model(spec: str, allow_pickle: bool = False) -> ModelRef:
         return ModelRef(download_from_hub(spec, allow_pickle), "hub", spec)
     raise ModelError(f"model {spec!r} not found",
                      "pass an existing model folder, a .gguf file, a hub id (org/name) or 'smollm2-135m-instruct'")
-
-
-def _umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current
 
 
 def _looks_like_hub_id(spec: str) -> bool:
@@ -191,38 +184,35 @@ def convert_gguf(gguf: Path, name: str | None = None) -> Path:
     check_gguf_file(gguf)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from comptrust.store import building
+
     quiet_transformers()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
-    tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private (0700); a shared COMPTRUST_HOME must read it
     try:
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        # The loaded model still carries the GGUF quantizer; save_pretrained would refuse
-        # or write a "quantized" config.  The weights are already dequantized floats.
-        model.hf_quantizer = None
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        model.is_quantized = False
-        # GGUF metadata can name <|im_start|> as EOS; the model config knows the real one.
-        eos_id = model.config.eos_token_id
-        if isinstance(eos_id, int) and eos_id < len(tokenizer):
-            tokenizer.eos_token = tokenizer.convert_ids_to_tokens(eos_id)
-        tokenizer.pad_token = tokenizer.eos_token
-        model.generation_config.pad_token_id = tokenizer.pad_token_id
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        (tmp / "comptrust-source.json").write_text(json.dumps({"gguf": str(gguf.resolve())}))
-        os.replace(tmp, target)
+        # a staging folder beside target (mkdir: the umask's permissions, so a shared COMPTRUST_HOME can
+        # read it), published by one rename; a killed conversion's leftovers are removed next time
+        with building(target) as tmp:
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            # The loaded model still carries the GGUF quantizer; save_pretrained would refuse
+            # or write a "quantized" config.  The weights are already dequantized floats.
+            model.hf_quantizer = None
+            if hasattr(model.config, "quantization_config"):
+                del model.config.quantization_config
+            model.is_quantized = False
+            # GGUF metadata can name <|im_start|> as EOS; the model config knows the real one.
+            eos_id = model.config.eos_token_id
+            if isinstance(eos_id, int) and eos_id < len(tokenizer):
+                tokenizer.eos_token = tokenizer.convert_ids_to_tokens(eos_id)
+            tokenizer.pad_token = tokenizer.eos_token
+            model.generation_config.pad_token_id = tokenizer.pad_token_id
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            (tmp / "comptrust-source.json").write_text(json.dumps({"gguf": str(gguf.resolve())}))
     except (ValueError, KeyError) as exc:  # an intact file that transformers cannot convert
-        shutil.rmtree(tmp, ignore_errors=True)
         raise ModelError(f"transformers cannot convert {gguf} ({type(exc).__name__}: "
                          f"{str(exc).splitlines()[0][:200].rstrip('.') if str(exc) else ''})",
                          "pass a Hugging Face model folder instead, or a GGUF of an architecture "
                          "transformers supports") from exc
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
 
 

@@ -49,13 +49,20 @@ def resolve_group_size(model: torch.nn.Module, requested: int | str) -> int | st
                 return size
         return "channel"
     assert isinstance(requested, int)
-    bad = [f"{name} ({w})" for name, w in widths.items() if w % requested]
+    bad = indivisible_layers(model, requested)
     if bad:
-        shown = ", ".join(bad[:4]) + (f" and {len(bad) - 4} more" if len(bad) > 4 else "")
-        raise ConfigError(f"group size {requested} does not divide the input width of {len(bad)} layer(s): "
-                          f"{shown}", "pass --group-size auto (largest of 128/64/32 that fits), a divisor "
+        raise ConfigError(f"group size {requested} does not divide the input width of {bad}",
+                          "pass --group-size auto (largest of 128/64/32 that fits), a divisor "
                           "of every width, or --group-size channel")
     return requested
+
+
+def indivisible_layers(model: torch.nn.Module, group: int) -> str | None:
+    """``"N layer(s): name (width), ..."`` for the layers whose input width ``group`` does not divide."""
+    bad = [f"{name} ({m.in_features})" for name, m in target_linears(model).items() if m.in_features % group]
+    if not bad:
+        return None
+    return f"{len(bad)} layer(s): " + ", ".join(bad[:4]) + (f" and {len(bad) - 4} more" if len(bad) > 4 else "")
 
 
 def nm_valid(weight: torch.Tensor, n: int, m: int) -> bool:

@@ -128,7 +128,7 @@ def preflight_group_size(base: Path, config: CompressionConfig) -> None:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from comptrust.compression.measure import resolve_group_size, target_linears
+    from comptrust.compression.measure import indivisible_layers, resolve_group_size
 
     try:
         with torch.device("meta"):
@@ -138,11 +138,10 @@ def preflight_group_size(base: Path, config: CompressionConfig) -> None:
     if fixed is None:
         resolve_group_size(skeleton, config.group_size)  # type: ignore[arg-type]
         return
-    bad = [f"{name} ({m.in_features})" for name, m in target_linears(skeleton).items() if m.in_features % fixed]
+    bad = indivisible_layers(skeleton, fixed)
     if bad:
-        shown = ", ".join(bad[:4]) + (f" and {len(bad) - 4} more" if len(bad) > 4 else "")
         raise ConfigError(f"{config.method} quantizes groups of {fixed} inputs, and {fixed} does not divide the "
-                          f"input width of {len(bad)} layer(s): {shown}",
+                          f"input width of {bad}",
                           "this model cannot be stored in that format; try fp8, w8a8 or gptq --group-size auto")
 
 

@@ -12,9 +12,9 @@ real answer such as ``"No"``, ``"2"`` or ``"I disagree."`` is healthy):
 - **empty**: no letter or digit at all (``""``, ``"  "``, ``"..."``);
 - **repetitive**: the words are one unit repeated (``"Begonk Begonk"``,
   ``"no no no"``), or one unit of at most 8 words repeated 3+ times in a row
-  makes up 60%+ of the words (``"Begonk Begonk Begonk Title"``), or a text of
-  12+ words ends in a loop (its last 60% is a unit of at most 8 words repeated
-  3+ times), or a text of 30+ words uses fewer than 25% distinct words.  A
+  makes up 60%+ of the words (``"Begonk Begonk Begonk Title"``, or a long
+  answer whose last 60% loops), or a text of 30+ words uses fewer than 25%
+  distinct words.  A
   generation cut by ``max_tokens`` stops mid-word, so the last word counts as a
   copy when it begins its expected word (``"Begonk Begonk Begonk B"``);
 - **non-language**: fewer than half of its (4+) non-space characters are letters
@@ -31,8 +31,7 @@ from typing import Any
 
 KINDS = ("empty", "repetitive", "non_language")
 _WORD = re.compile(r"\w+", re.UNICODE)
-_LOOP_MIN_WORDS = 12
-_LOOP_TAIL_SHARE = 0.6
+_LOOP_SHARE = 0.6
 _LOOP_MAX_UNIT = 8
 _LOOP_MIN_REPEATS = 3
 _DISTINCT_MIN_WORDS = 30
@@ -71,10 +70,6 @@ def _longest_run(words: list[str]) -> int:
     return best
 
 
-def _loops_at_end(words: list[str]) -> bool:
-    tail = words[int(len(words) * (1 - _LOOP_TAIL_SHARE)):]
-    return _periodic(tail, _LOOP_MAX_UNIT, _LOOP_MIN_REPEATS)
-
 
 def degenerate_kind(text: str) -> str | None:
     """``"empty"``, ``"repetitive"``, ``"non_language"`` or ``None`` for a healthy response."""
@@ -84,9 +79,7 @@ def degenerate_kind(text: str) -> str | None:
     words = [w.lower() for w in _WORD.findall(stripped)]
     if len(words) >= 2 and _periodic(words, max(1, len(words) // 2), 2):
         return "repetitive"
-    if len(words) >= _LOOP_MIN_REPEATS and _longest_run(words) >= _LOOP_TAIL_SHARE * len(words):
-        return "repetitive"
-    if len(words) >= _LOOP_MIN_WORDS and _loops_at_end(words):
+    if len(words) >= _LOOP_MIN_REPEATS and _longest_run(words) >= _LOOP_SHARE * len(words):
         return "repetitive"
     if len(words) >= _DISTINCT_MIN_WORDS and len(set(words)) / len(words) < _DISTINCT_MIN_SHARE:
         return "repetitive"

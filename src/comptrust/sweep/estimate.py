@@ -156,7 +156,7 @@ def format_estimate(plan: Plan, est: dict[str, Any]) -> str:
         seeds = f" seeds {a.seeds}" if a.seeds else ""
         lines.append(f"  {a.id:<44} {a.describe()}{seeds}  [{artifact_format(a)}; {human_bytes(sizes.get(a.id))} "
                      f"weights; backend {plan.backend_name(a)}]")
-    known = [v for k, v in sizes.items() if v is not None and any(a.id == k and not a.dense for a in plan.artifacts)]
+    known = [sizes[a.id] for a in plan.artifacts if not a.dense and sizes.get(a.id) is not None]
     if known:
         lines.append(f"  compressed weights to write, estimated: {human_bytes(sum(known))} "
                      "(from the base config; pruned models are stored dense)")

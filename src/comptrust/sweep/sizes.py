@@ -75,7 +75,9 @@ def auto_group(config: dict[str, Any]) -> int | None:
     heads = int(text.get("num_attention_heads") or 1)
     inputs = [int(text["hidden_size"]), int(text["intermediate_size"]),
               heads * int(text.get("head_dim") or int(text["hidden_size"]) // heads)]
-    return next((g for g in (128, 64, 32) if all(n % g == 0 for n in inputs)), None)
+    from comptrust.compression.base import AUTO_GROUP_SIZES  # the rule compression itself applies
+
+    return next((g for g in AUTO_GROUP_SIZES if all(n % g == 0 for n in inputs)), None)
 
 
 def linear_bits(method: str, cfg: dict[str, Any], config: dict[str, Any]) -> float | None:

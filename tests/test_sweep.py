@@ -130,7 +130,7 @@ def test_dry_run_paper_example_on_the_real_data(capsys, monkeypatch):
     assert "llama2-13b-chat-awq-3bit-g128-s2" in text and "llama2-13b-chat-magnitude-2of4 " in text
     assert "1,764.0 tok/s" in text and "21.0 tok/s" in text
     # sizes offline from the paper models' known shape: Llama-2-13B in float16 is 26 GB
-    assert "llama2-13b-chat-dense " in text and "[W16A16 (dense); ~26.0 GB weights" in text
+    assert "llama2-13b-chat-dense " in text and "[dense float16; ~26.0 GB weights" in text
     assert "[W4A16 int; ~7.4 GB weights" in text
 
 

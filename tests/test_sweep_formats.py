@@ -32,6 +32,9 @@ def test_deployed_formats_expand_into_labelled_artifacts_with_their_backends():
     assert artifact_format(by_id["m-nvfp4-s0"]) == "W4A4 FP4"
     assert artifact_format(by_id["m-gguf-Q4_K_M"]) == "GGUF Q4_K_M"
     assert artifact_format(by_id["m-gptq-4bit-s0-kvint4"]) == "W4A16 int, KV int4"
+    # a dense model is named by its stored dtype (SmolLM2 ships float32), never an assumed 16 bits
+    assert artifact_format(by_id["m-dense-kvint4"], "float32") == "dense float32, KV int4"
+    assert artifact_format(by_id["m-dense"]) == "dense (stored dtype unknown)"
     assert plan.to_json()["artifacts"][1]["backend"] == "llamacpp"
 
 

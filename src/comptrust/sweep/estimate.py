@@ -83,18 +83,21 @@ def planning_device(plan: Plan) -> str:
         return "cpu"
 
 
-def artifact_sizes(plan: Plan) -> dict[str, int | None]:
-    """Estimated weights on disk per artifact (``sweep/sizes.py``; None: unknown)."""
-    from comptrust.sweep.sizes import base_config, estimated_bytes
+def artifact_sizes(plan: Plan) -> tuple[dict[str, int | None], dict[str, str | None]]:
+    """Estimated weights on disk per artifact (``sweep/sizes.py``; None: unknown), and each artifact's
+    base model's stored dtype (None: no config offline)."""
+    from comptrust.sweep.sizes import base_config, estimated_bytes, stored_dtype
 
     configs: dict[str, dict[str, Any] | None] = {}
     sizes: dict[str, int | None] = {}
+    dtypes: dict[str, str | None] = {}
     for a in plan.artifacts:
         if a.model.model not in configs:
             configs[a.model.model] = base_config(a.model.model)
         config = configs[a.model.model]
         sizes[a.id] = None if config is None else estimated_bytes(a.method, a.config or {}, config)
-    return sizes
+        dtypes[a.id] = None if config is None else stored_dtype(config)
+    return sizes, dtypes
 
 
 def estimate(plan: Plan) -> dict[str, Any]:
@@ -108,6 +111,7 @@ def estimate(plan: Plan) -> dict[str, Any]:
     if plan.config.backend.tokens_per_second:
         rates.append(Rate(plan.config.backend.name, device, plan.config.backend.tokens_per_second,
                           "given in the sweep file (backend.tokens_per_second)"))
+    sizes, dtypes = artifact_sizes(plan)
     return {
         "artifacts": n_art,
         "to_compress": sum(1 for a in plan.artifacts if not a.dense),
@@ -117,20 +121,23 @@ def estimate(plan: Plan) -> dict[str, Any]:
                                        "sweep_max_tokens": None if c.max_tokens is None else c.max_tokens * n_art}
                          for c in counts],
         "max_generated_tokens": total_tokens,
-        "sizes": artifact_sizes(plan),
+        "sizes": sizes,
+        "base_dtypes": dtypes,
         "unknown": unknown,
         "time": [{"backend": r.backend, "tokens_per_second": r.tokens_per_second, "source": r.source,
                   "hours": round(total_tokens / r.tokens_per_second / 3600, 2)} for r in rates],
     }
 
 
-def artifact_format(artifact: Artifact) -> str:
-    """Bits of weights / activations / KV cache, e.g. ``W8A8 FP8``, ``W4A16 int``, ``GGUF Q4_K_M, KV int4``."""
+def artifact_format(artifact: Artifact, base_dtype: str | None = None) -> str:
+    """Bits of weights / activations / KV cache, e.g. ``W8A8 FP8``, ``W4A16 int``, ``GGUF Q4_K_M, KV int4``.
+    A dense model is named by the dtype its weights are stored in (``dense float32``), not an assumed 16
+    bits: SmolLM2 as shipped is float32."""
     from comptrust.compression.formats import ACTIVATION_FORMATS
 
     cfg = artifact.config or {}
     if artifact.dense:
-        text = "W16A16 (dense)"
+        text = f"dense {base_dtype}" if base_dtype else "dense (stored dtype unknown)"
     elif artifact.method == "gguf":
         text = f"GGUF {cfg.get('gguf_type')}"
     elif artifact.method in ACTIVATION_FORMATS:
@@ -152,9 +159,11 @@ def format_estimate(plan: Plan, est: dict[str, Any]) -> str:
     from comptrust.sweep.sizes import human_bytes
 
     sizes = est.get("sizes") or {}
+    dtypes = est.get("base_dtypes") or {}
     for a in plan.artifacts:
         seeds = f" seeds {a.seeds}" if a.seeds else ""
-        lines.append(f"  {a.id:<44} {a.describe()}{seeds}  [{artifact_format(a)}; {human_bytes(sizes.get(a.id))} "
+        fmt = artifact_format(a, dtypes.get(a.id))
+        lines.append(f"  {a.id:<44} {a.describe()}{seeds}  [{fmt}; {human_bytes(sizes.get(a.id))} "
                      f"weights; backend {plan.backend_name(a)}]")
     known = [sizes[a.id] for a in plan.artifacts if not a.dense and sizes.get(a.id) is not None]
     if known:

@@ -99,15 +99,19 @@ def linear_bits(method: str, cfg: dict[str, Any], config: dict[str, Any]) -> flo
     return float(bits)  # one scale per output channel: negligible
 
 
+def stored_dtype(config: dict[str, Any]) -> str:
+    """The dtype the base model's weights are stored in (``config.json``; float32 when it does not say)."""
+    return str(config.get("torch_dtype") or config.get("dtype") or
+               (config.get("text_config") or {}).get("torch_dtype") or "float32").replace("torch.", "")
+
+
 def estimated_bytes(method: str | None, cfg: dict[str, Any], config: dict[str, Any]) -> int | None:
     """Weights on disk of the base model (``method`` None) or of one compressed artifact; None if unknown."""
     counts = parameter_counts(config)
     if counts is None:
         return None
     linear, other = counts
-    dtype = str(config.get("torch_dtype") or config.get("dtype") or
-                (config.get("text_config") or {}).get("torch_dtype") or "float32").replace("torch.", "")
-    base = DTYPE_BYTES.get(dtype, 4)
+    base = DTYPE_BYTES.get(stored_dtype(config), 4)
     if method == "gguf":
         bits = GGUF_BITS.get(str(cfg.get("gguf_type", "")).upper())
         return None if bits is None else int((linear + other) * bits / 8)

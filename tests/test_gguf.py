@@ -64,6 +64,7 @@ def test_q4_k_m_is_a_real_k_quant_file_that_llama_cpp_loads(q4km):
     manifest = load_manifest(q4km)
     assert manifest["method"] == "gguf" and manifest["params"]["gguf_type"] == "Q4_K_M"
     assert manifest["engine"]["quantizer"].startswith("llama.cpp") and manifest["engine"]["intermediate"] == "F32"
+    assert manifest["engine"]["fallback"] is None  # rows 256 wide: every k-quant tensor got its type
     assert "llama.cpp" in manifest["quantized_format"]["runtime"]
     backend = LlamaCppBackend.from_spec(str(q4km), batch_size=2)
     assert backend.info()["compression"]["params"]["gguf_type"] == "Q4_K_M" and backend.info()["dtype"] == "Q4_K_M"

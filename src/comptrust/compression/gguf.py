@@ -16,11 +16,15 @@ import importlib.metadata
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -89,8 +93,43 @@ def convert(base: Path, out: Path, outtype: str, log: Callable[[str], None]) -> 
     return time.perf_counter() - start
 
 
-def quantize(source: Path, out: Path, gguf_type: str, threads: int | None = None) -> float:
-    """llama.cpp's ``llama_model_quantize`` from ``source`` to ``gguf_type``; returns seconds."""
+@contextmanager
+def captured_stderr_fd() -> Iterator[list[str]]:
+    """Collect what C code writes to file descriptor 2 (llama.cpp's quantizer prints a warning per tensor
+    there, past Python's ``sys.stderr`` and ``--quiet``); the lines are filled in when the block ends."""
+    lines: list[str] = []
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            lines.extend(sink.read().decode("utf-8", "replace").splitlines())
+
+
+_FALLBACK_TENSOR = re.compile(r"falling back to\s+(\w+)")
+_FALLBACK_TOTAL = re.compile(r"(\d+) of (\d+) tensor\(s\) required fallback quantization")
+
+
+def fallback_summary(lines: list[str]) -> dict[str, Any] | None:
+    """What llama.cpp's quantizer could not write in the requested type (k-quants need rows a multiple of
+    256 wide; SmolLM2's 576 is not), from its warnings: ``{"tensors": 180, "of": 272, "to": {"Q5_0": 166,
+    "Q8_0": 14}}``, or None when every tensor got its type.  A "Q4_K_M" file that is mostly Q5_0 must say so."""
+    to = Counter(m.group(1).upper() for line in lines if (m := _FALLBACK_TENSOR.search(line)))
+    total = next((m for line in lines if (m := _FALLBACK_TOTAL.search(line))), None)
+    if total is None and not to:
+        return None
+    count = int(total.group(1)) if total else sum(to.values())
+    return {"tensors": count, "of": int(total.group(2)) if total else None, "to": dict(sorted(to.items()))}
+
+
+def quantize(source: Path, out: Path, gguf_type: str, threads: int | None = None) -> tuple[float, list[str]]:
+    """llama.cpp's ``llama_model_quantize`` from ``source`` to ``gguf_type``; returns seconds and the
+    quantizer's own output lines (kept for the manifest, not printed)."""
     import llama_cpp
     import llama_cpp._logger
 
@@ -100,11 +139,14 @@ def quantize(source: Path, out: Path, gguf_type: str, threads: int | None = None
     params.ftype = getattr(llama_cpp, name)
     params.nthread = threads or os.cpu_count() or 1
     start = time.perf_counter()
-    status = llama_cpp.llama_model_quantize(str(source).encode(), str(out).encode(), params)
+    with captured_stderr_fd() as lines:
+        status = llama_cpp.llama_model_quantize(str(source).encode(), str(out).encode(), params)
     if status != 0 or not out.is_file():
-        raise ModelError(f"llama.cpp could not quantize {source.name} to {gguf_type} (status {status})",
+        last = next((ln.strip() for ln in reversed(lines) if ln.strip()), "")
+        raise ModelError(f"llama.cpp could not quantize {source.name} to {gguf_type} (status {status}"
+                         + (f": {last[:200]}" if last else "") + ")",
                          "try another --type; some need tensor widths divisible by 256 (k-quants)")
-    return time.perf_counter() - start
+    return time.perf_counter() - start, lines
 
 
 def gguf_file_name(base: Path, gguf_type: str) -> str:
@@ -137,13 +179,18 @@ class GGUFCompressor:
         try:
             convert_s = convert(base, intermediate, outtype, log)
             log(f"quantizing to {gguf_type} with llama.cpp's llama_model_quantize")
-            quantize_s = quantize(intermediate, target, gguf_type)
+            quantize_s, quantizer_lines = quantize(intermediate, target, gguf_type)
         finally:
             intermediate.unlink(missing_ok=True)
+        fallback = fallback_summary(quantizer_lines)
+        if fallback:
+            log(f"llama.cpp wrote {fallback['tensors']} of {fallback['of'] or '?'} tensors in another type than "
+                f"{gguf_type} ({', '.join(f'{t} x{n}' for t, n in fallback['to'].items())}): their rows are not a "
+                "multiple of the type's block width")
         return {"engine": "llama.cpp convert_hf_to_gguf.py + llama_model_quantize",
                 "quantizer": f"llama.cpp (llama-cpp-python {package_version('llama-cpp-python')})",
                 "convert_s": round(convert_s, 3), "quantize_s": round(quantize_s, 3),
-                "intermediate": outtype.upper(), "imatrix": None}
+                "intermediate": outtype.upper(), "imatrix": None, "fallback": fallback}
 
 
 def _converter_quantizer(gguf_type: str) -> str:

@@ -23,6 +23,7 @@ from comptrust.errors import DataError
 from comptrust.report import bootstrap
 from comptrust.report.bootstrap import BootstrapResult, bootstrap_perspective, degenerate_counts, eval_options, interval
 from comptrust.report.consistency import mismatch_warnings
+from comptrust.report.format_notes import gguf_fallback_notes, runtime_notes
 from comptrust.report.health import HealthCounts, count_responses
 from comptrust.report.runs import MEASURES, Run, check_comparable, load_runs
 
@@ -161,8 +162,9 @@ class Variant:
             present = [v for v in values if v is not None]
             return statistics.fmean(present) if present else None
 
-        return {"method": first.method or ("none" if first.is_dense else None), "bits": first.bits,
-                "sparsity": first.sparsity, "pattern": first.pattern,
+        return {"method": first.method or ("none" if first.manifest is None else None), "bits": first.bits,
+                "stored_bits": first.stored_bits, "activation_bits": first.activation_bits,
+                "kv_cache": first.kv_cache, "sparsity": first.sparsity, "pattern": first.pattern,
                 "size_bytes": statistics.fmean(sizes) if sizes else None,
                 "compression_s": statistics.fmean(times) if times else None,
                 "tokens_per_s": mean_of([r.tokens_per_second() for r in self.runs]),
@@ -451,6 +453,7 @@ def build_table(run_dirs: list[Path], n_bootstrap: int = 500, seed: int = 0) -> 
     notes = [f"Run {r.path.name} did not finish; perspectives it had not reached show as missing."
              for r in runs if r.summary.get("finished") is False]
     notes += mismatch_warnings(bases)
+    notes += runtime_notes(bases) + gguf_fallback_notes(bases)
     seconds: dict[str, float] = {}
     for base in bases:
         for variant in base.variants:

@@ -45,9 +45,20 @@ def _differences(run: Run, dense: Run) -> list[str]:
         if mine.get(key) != theirs.get(key) and not (key == "extra" and not mine.get(key) and not theirs.get(key)):
             out.append(f"--{key.replace('_', '-')} {_show(mine.get(key))} vs {_show(theirs.get(key))}")
     for key in _MODEL_KEYS:
-        if run.model.get(key) != dense.model.get(key):
+        if run.model.get(key) != dense.model.get(key) and not _is_the_compression(run, dense, key):
             out.append(f"{key.replace('_', ' ')} {_show(run.model.get(key))} vs {_show(dense.model.get(key))}")
     return out
+
+
+def _is_the_compression(run: Run, dense: Run, key: str) -> bool:
+    """A difference that is the variant itself, not a confound: a quantized KV cache against the dense run's
+    plain one ("dense + KV int4"), a GGUF's type in place of a dtype, and llama.cpp running a GGUF (the
+    runtime it is deployed with; :func:`runtime_notes` says so)."""
+    if key == "kv_cache":
+        return run.kv_cache is not None and dense.kv_cache is None
+    if run.method == "gguf":
+        return key == "dtype" or (key == "backend" and run.model.get("backend") == "llamacpp")
+    return False
 
 
 def mismatch_warnings(bases: list[Any]) -> list[str]:

@@ -239,12 +239,22 @@ def gates(v: Variant, dense: Variant, margin: float = DETECTABLE_DROP,
     health = _health_problem(v, dense)
     if health:
         verdict.broken.append(f"output health: {health}")
-    # 3. refusals.
+    # 3. refusals: a rise of REFUSAL_SHIFT+ points disqualifies only when the data show it (its interval
+    #    excludes zero, or every resample gives the same rise: each prompt moved alike, with enough
+    #    prompts per scenario); one more refusal among six prompts is "not enough data", not "do not ship".
     for m in MEASURES:
         d = v.deltas.get(m)
-        if d is not None and d.refusal is not None and d.refusal.value is not None \
-                and d.refusal.value >= REFUSAL_SHIFT:
-            verdict.broken.append(f"refusals: {TITLES[m]} refusal rate rises {d.refusal.value:+.0f} points")
+        refusal = None if d is None else d.refusal
+        if refusal is None or refusal.value is None or refusal.value < REFUSAL_SHIFT:
+            continue
+        if refusal.significant or (refusal.ci is None and (refusal.reason or "").startswith("no variation")):
+            verdict.broken.append(f"refusals: {TITLES[m]} refusal rate rises {refusal.value:+.0f} points")
+        else:
+            shown = (f"[{refusal.ci[0]:+.0f}, {refusal.ci[1]:+.0f}]" if refusal.ci
+                     else f"({_short_reason(refusal.reason)})")
+            verdict.underpowered.append(f"refusals: {TITLES[m]} refusal rate {refusal.value:+.0f} points {shown} "
+                                        "is not shown to be a rise")
+            verdict.needs.setdefault(m, _what_to_run(v, m, None, margin))
     # 4. no significant drop that could exceed the margin (refusal-driven drops included: the user
     #    gets the refusals).  A significant drop whose whole interval lies within the margin is
     #    shown to be small: it is stated, not disqualifying (with enough data every change is

@@ -181,6 +181,14 @@ class Run:
         return _first(self._params, "bits", "w_bits", "num_bits", "weight_bits")
 
     @property
+    def stored_bits(self) -> float | None:
+        """Measured bits per compressed decoder weight (scales and zero points included; a GGUF's
+        fallback tensors too), from the manifest; None when not recorded."""
+        storage = (self.manifest or {}).get("storage")
+        value = storage.get("effective_bits_per_weight") if isinstance(storage, dict) else None
+        return float(value) if isinstance(value, int | float) else None
+
+    @property
     def activation_bits(self) -> int | None:
         """Bits of the activations entering each Linear (FP8/INT8/FP4 formats); None when left in float."""
         fmt = self.manifest.get("quantized_format") if self.manifest else None

@@ -13,9 +13,14 @@ stores, as comptrust writes it (docs/compression.md):
   4 bits plus an FP8 scale per 16 weights (4.5 bits);
 * pruning (magnitude, sparsegpt, wanda): stored dense, so no saving on disk;
 * gguf: every tensor (embeddings included) at the type's bits per weight as
-  llama.cpp's quantizer mixes them (approximate for the k-quant mixes).
+  llama.cpp's quantizer mixes them (approximate for the k-quant mixes), except that
+  a k-quant tensor whose rows are not a multiple of 256 falls back to a legacy type
+  (as llama.cpp does) and the k-quant mixes keep the output matrix at Q6_K.
 
-Checked against the sizes measured on SmolLM2-135M (docs/benchmarks.md): within 2%.
+Checked against the sizes measured on SmolLM2-135M (docs/benchmarks.md): within 2%,
+GGUF Q4_K_M within 4% (101 MB vs the file's 104.8 MB, which also holds the
+tokenizer and float32 norms); Llama-2-7B/13B Q4_K_M 4.15/8.01 GB against the
+published files' 4.08/7.87 GB.
 An architecture the count does not understand (mixture of experts, no config
 available offline) gets ``None``: "size unknown", never a guess.
 """
@@ -34,6 +39,9 @@ GGUF_BITS: dict[str, float] = {
     "Q4_K_M": 4.9, "Q5_0": 5.5, "Q5_1": 6.0, "Q5_K_S": 5.5, "Q5_K_M": 5.7, "Q6_K": 6.6, "Q8_0": 8.5,
     "IQ4_NL": 4.5, "IQ4_XS": 4.3, "F16": 16.0, "BF16": 16.0, "F32": 32.0,
 }
+# llama.cpp's fallback for a k-quant tensor whose rows are not a multiple of 256 (llama-quant.cpp), as bits
+# per weight: Q2_K/Q3_K -> IQ4_NL, Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0.
+K_QUANT_FALLBACK_BITS = {"Q2_K": 4.5, "Q3_K": 4.5, "Q4_K": 5.5, "Q5_K": 6.0, "Q6_K": 8.5}
 PRUNING = ("magnitude", "sparsegpt", "wanda")
 # The paper's models (public config.json facts), so the paper sweep's dry run has sizes offline.
 _LLAMA2 = {"vocab_size": 32000, "tie_word_embeddings": False, "torch_dtype": "float16"}
@@ -105,6 +113,47 @@ def stored_dtype(config: dict[str, Any]) -> str:
                (config.get("text_config") or {}).get("torch_dtype") or "float32").replace("torch.", "")
 
 
+def linear_widths(config: dict[str, Any]) -> dict[int, int]:
+    """Decoder Linear weights by input width (a GGUF row's length): q/k/v/gate/up read the hidden size,
+    o the attention width, down the MLP width."""
+    text = config.get("text_config") or config
+    hidden, layers = int(text["hidden_size"]), int(text["num_hidden_layers"])
+    heads, intermediate = int(text["num_attention_heads"]), int(text["intermediate_size"])
+    kv_heads = int(text.get("num_key_value_heads") or heads)
+    head_dim = int(text.get("head_dim") or hidden // heads)
+    widths: dict[int, int] = {}
+    for width, n in ((hidden, hidden * heads * head_dim + 2 * hidden * kv_heads * head_dim + 2 * hidden * intermediate),
+                     (heads * head_dim, heads * head_dim * hidden), (intermediate, intermediate * hidden)):
+        widths[width] = widths.get(width, 0) + layers * n
+    return widths
+
+
+def gguf_bytes(gguf_type: str, config: dict[str, Any]) -> int | None:
+    """A GGUF's size: decoder weights at the type's bits, except rows whose length is not a multiple of 256,
+    which llama.cpp writes in a fallback type (SmolLM2's 576-wide rows: Q4_K -> Q5_0); the k-quant mixes
+    keep the output matrix (the embeddings, when tied) at Q6_K."""
+    bits = GGUF_BITS.get(gguf_type)
+    counts = parameter_counts(config)
+    if bits is None or counts is None:
+        return None
+    text = config.get("text_config") or config
+    kind = gguf_type[:4] if gguf_type[:2] in ("Q2", "Q3", "Q4", "Q5", "Q6") and gguf_type[2:4] == "_K" else None
+
+    def at(width: int, nominal: float, quant: str | None = kind) -> float:
+        return K_QUANT_FALLBACK_BITS[quant] if quant and width % 256 else nominal
+
+    hidden = int(text["hidden_size"])
+    linear = sum(n * at(width, bits) for width, n in linear_widths(config).items())
+    _, other = counts
+    if kind:  # output at Q6_K (or its fallback); untied input embeddings at the type's own bits
+        tied = bool(config.get("tie_word_embeddings", text.get("tie_word_embeddings", False)))
+        output = other if tied else other / 2
+        embed_bits = output * at(hidden, GGUF_BITS["Q6_K"], "Q6_K") + (other - output) * at(hidden, bits)
+    else:
+        embed_bits = other * bits
+    return int((linear + embed_bits) / 8)
+
+
 def estimated_bytes(method: str | None, cfg: dict[str, Any], config: dict[str, Any]) -> int | None:
     """Weights on disk of the base model (``method`` None) or of one compressed artifact; None if unknown."""
     counts = parameter_counts(config)
@@ -113,8 +162,7 @@ def estimated_bytes(method: str | None, cfg: dict[str, Any], config: dict[str, A
     linear, other = counts
     base = DTYPE_BYTES.get(stored_dtype(config), 4)
     if method == "gguf":
-        bits = GGUF_BITS.get(str(cfg.get("gguf_type", "")).upper())
-        return None if bits is None else int((linear + other) * bits / 8)
+        return gguf_bytes(str(cfg.get("gguf_type", "")).upper(), config)
     bits = None if method is None else linear_bits(method, cfg, config)
     linear_bytes = linear * base if bits is None else linear * bits / 8
     return int(linear_bytes + other * base)

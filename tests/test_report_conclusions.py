@@ -73,6 +73,19 @@ def test_a_refusal_rise_on_too_few_prompts_is_not_enough_data_not_a_do_not_ship(
                for g in verdict["not_enough_data"])
     assert "Do not ship" not in found["recommendations"][0]
     assert "No recommendation can be made" in found["recommendations"][0]
+    assert "GPTQ 8-bit g128 also: refusals: fairness" not in found["recommendations"][0]  # one variant: said once
+
+
+def test_what_only_some_variants_lack_is_said_with_their_names(tmp_path):
+    dense = write_run(tmp_path, "dense", dense_model(), {"fairness": fairness_answers(["fair", "fair", "biased"])})
+    refuses = write_run(tmp_path, "gptq8", compressed_model("gptq", 8),
+                        {"fairness": fairness_answers(["fair", "I refuse.", "biased"])})
+    same = write_run(tmp_path, "gptq4", compressed_model("gptq", 4),
+                     {"fairness": fairness_answers(["fair", "fair", "biased"])})
+    [rec] = findings(build_table([dense, refuses, same], n_bootstrap=200, seed=0))["recommendations"]
+    assert rec.count("power: fairness has no interval (n too small); GPTQ 8-bit") == 1  # both lack it: said once
+    assert "GPTQ 8-bit g128 also: refusals: fairness refusal rate +33 points (n too small)" in rec
+    assert "GPTQ 4-bit g128 also" not in rec
 
 
 def test_a_change_that_also_holds_on_answered_prompts_is_not_called_refusal_driven(tmp_path):

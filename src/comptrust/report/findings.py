@@ -324,7 +324,10 @@ def recommendation(base: Base, margin: float = DETECTABLE_DROP) -> tuple[str | N
     if not waiting:
         return (f"No recommendation for {base.name}: every compressed variant fails a gate; keep the dense "
                 f"model.{avoid}"), verdicts
-    reasons = sorted({r for x in waiting for r in x.underpowered})
+    # what every waiting variant lacks is said once; what only some lack is said with their names
+    common = set.intersection(*(set(x.underpowered) for x in waiting))
+    reasons = sorted(common) + [f"{x.variant.label} also: " + ", ".join(r for r in x.underpowered if r not in common)
+                                for x in waiting if any(r not in common for r in x.underpowered)]
     needs = {m: s for x in waiting for m, s in x.needs.items()}
     text = (f"No recommendation can be made for {base.name}: the data cannot show that "
             f"{_join([x.variant.label for x in waiting])} keep{'s' if len(waiting) == 1 else ''} trust within "

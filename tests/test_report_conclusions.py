@@ -215,3 +215,16 @@ def test_a_dense_model_at_chance_on_mmlu_makes_mmlu_carry_no_information(tmp_pat
                and "is not above chance (25)" in c for c in found["caveats"])
     [verdict] = found["verdicts"]
     assert any(n.startswith("power: MMLU carries no information") for n in verdict["not_enough_data"])
+
+
+def test_a_missing_answered_only_score_is_not_called_answering_no_prompt(tmp_path, monkeypatch):
+    # the smoke sweep of issue 14: OOD's answered-only score could not be formed, the refusal rate went
+    # 15% -> 25%, and the report said "the compressed model answered no prompt"
+    from report_fakes import FakeAccuracy
+
+    monkeypatch.setattr(FakeAccuracy, "answered_only", lambda self, scored, profile: [])
+    dense = write_run(tmp_path, "dense", dense_model(), {"ood": answers(flipped(10, set()))})
+    comp = write_run(tmp_path, "comp", compressed_model("gptq", 4),
+                     {"ood": answers(["I refuse." if i < 3 else "yes" for i in range(10)])})
+    delta = build_table([dense, comp], n_bootstrap=100, seed=0).bases[0].variants[1].deltas["ood"]
+    assert delta.refusal_driven == "refusal rate 0% → 30%; no answered-only score to check against"

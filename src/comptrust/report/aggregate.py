@@ -435,7 +435,7 @@ def refusal_explanation(delta: Delta, variant: Variant, dense: Variant, measure:
         return None
     before, after = dense.refusals[measure].mean, variant.refusals[measure].mean
     text = f"refusal rate {before:.0f}% → {after:.0f}%"
-    if variant.answered[measure].mean is None:
+    if variant.answered[measure].mean is None and after is not None and after >= 100 - 1e-9:
         return text + "; the compressed model answered no prompt, so no answered-only score exists"
     if answered is None or answered.value is None:
         return text + "; no answered-only score to check against"

@@ -12,6 +12,7 @@ here is a warning, printed in the terminal and in the report's caveats.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 from comptrust.report.runs import Run
@@ -61,23 +62,27 @@ def _is_the_compression(run: Run, dense: Run, key: str) -> bool:
     return False
 
 
+def compared_runs(bases: list[Any]) -> Iterator[tuple[Any, Run, Run]]:
+    """(variant, run, the dense run it is compared with) for every run but the dense reference itself."""
+    for base in bases:
+        if base.dense is None:
+            continue
+        reference = base.dense.runs[0]
+        for variant in base.variants:
+            for run in variant.runs:
+                if run is not reference:
+                    yield variant, run, reference
+
+
 def mismatch_warnings(bases: list[Any]) -> list[str]:
     """One sentence per compressed run that differs from its dense run in more than compression."""
     out = []
-    for base in bases:
-        dense = base.dense
-        if dense is None:
-            continue
-        reference = dense.runs[0]
-        for variant in base.variants:
-            for run in variant.runs:
-                if run is reference:
-                    continue
-                found = _differences(run, reference)
-                if not run.is_dense and not (run.base_hashes() and reference.base_hashes()):
-                    found.append("matched to the dense run by model name only (no weights hash recorded)")
-                if found:
-                    out.append(f"Warning: run {run.path.name} ({variant.label}) differs from the dense run "
-                               f"{reference.path.name} in more than compression: {'; '.join(found)}. Its changes "
-                               "mix compression with these differences; re-run it alike to compare.")
+    for variant, run, reference in compared_runs(bases):
+        found = _differences(run, reference)
+        if not run.is_dense and not (run.base_hashes() and reference.base_hashes()):
+            found.append("matched to the dense run by model name only (no weights hash recorded)")
+        if found:
+            out.append(f"Warning: run {run.path.name} ({variant.label}) differs from the dense run "
+                       f"{reference.path.name} in more than compression: {'; '.join(found)}. Its changes "
+                       "mix compression with these differences; re-run it alike to compare.")
     return out

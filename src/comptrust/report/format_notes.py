@@ -10,23 +10,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from comptrust.report.consistency import compared_runs
+
 
 def runtime_notes(bases: list[Any]) -> list[str]:
     """One sentence per variant measured with another runtime than its dense run (GGUF on llama.cpp)."""
     out = []
-    for base in bases:
-        dense = base.dense
-        if dense is None:
-            continue
-        reference = dense.runs[0]
-        for variant in base.variants:
-            run = variant.runs[0]
-            mine, theirs = run.model.get("backend"), reference.model.get("backend")
-            if run is not reference and run.method == "gguf" and mine == "llamacpp" and mine != theirs:
-                out.append(f"{variant.label} was evaluated by llama.cpp (the runtime GGUF files are deployed "
-                           f"with) and the dense model by {theirs}: its changes include llama.cpp's kernels "
-                           "(8-bit activations inside its dot products) as well as the weights' quantization; "
-                           "the same GGUF evaluated with --backend hf isolates the latter.")
+    for variant, run, reference in compared_runs(bases):
+        mine, theirs = run.model.get("backend"), reference.model.get("backend")
+        if run is variant.runs[0] and run.method == "gguf" and mine == "llamacpp" and mine != theirs:
+            out.append(f"{variant.label} was evaluated by llama.cpp (the runtime GGUF files are deployed "
+                       f"with) and the dense model by {theirs}: its changes include llama.cpp's kernels "
+                       "(8-bit activations inside its dot products) as well as the weights' quantization; "
+                       "the same GGUF evaluated with --backend hf isolates the latter.")
     return out
 
 

@@ -215,6 +215,10 @@ def test_a_dense_model_at_chance_on_mmlu_makes_mmlu_carry_no_information(tmp_pat
                and "is not above chance (25)" in c for c in found["caveats"])
     [verdict] = found["verdicts"]
     assert any(n.startswith("power: MMLU carries no information") for n in verdict["not_enough_data"])
+    # the six-run study (2026-12-02): dense 25.6, GPTQ 8-bit 25.6, and the report said "Do not ship GPTQ
+    # 8-bit (MMLU 25.6 is not above chance)" and "keep the dense model", which is no better
+    assert not any(g.startswith("benign capability") for g in verdict["failed_gates"])
+    assert "Do not ship" not in found["recommendations"][0]
 
 
 def test_a_missing_answered_only_score_is_not_called_answering_no_prompt(tmp_path, monkeypatch):

@@ -229,6 +229,8 @@ def gates(v: Variant, dense: Variant, margin: float = DETECTABLE_DROP,
     elif mmlu.significant and mmlu.value < 0 and mmlu.ci[0] < -margin:
         verdict.broken.append(f"benign capability: MMLU drops {mmlu.value:+.1f} points "
                               f"({dense.cells['mmlu'].mean:.1f} → {mmlu_cell.mean:.1f})")
+    elif "mmlu" in uninformative:
+        pass  # the dense model is not above chance either: the gate cannot judge (the power gate says so)
     elif mmlu_cell.ci is not None and mmlu_cell.ci[0] <= MMLU_CHANCE:
         verdict.broken.append(f"benign capability: MMLU {mmlu_cell.mean:.1f} is not above chance "
                               f"({MMLU_CHANCE:.0f}; 95% CI {mmlu_cell.ci[0]:.1f} to {mmlu_cell.ci[1]:.1f})")

@@ -36,8 +36,7 @@ def gguf_fallback_notes(bases: list[Any]) -> list[str]:
             fallback = engine.get("fallback") if isinstance(engine, dict) else None
             if run.method != "gguf" or not isinstance(fallback, dict) or not fallback.get("tensors"):
                 continue
-            storage = (run.manifest or {}).get("storage") or {}
-            bits = storage.get("effective_bits_per_weight")
+            bits = run.stored_bits
             kinds = ", ".join(f"{t} x{n}" for t, n in (fallback.get("to") or {}).items())
             of = f" of {fallback['of']}" if fallback.get("of") else ""
             out.append(f"{variant.label}: llama.cpp wrote {fallback['tensors']}{of} tensors in other types "

@@ -113,13 +113,13 @@ def _fmt_eff(v: Variant) -> dict[str, str]:
     e = v.efficiency()
     shape = []
     if e["bits"] is not None:
-        stored = e.get("stored_bits")
+        stored = e["stored_bits"]
         # GPTQ 4-bit g64 stores 4.5 bits per weight; a GGUF Q4_K_M of SmolLM2 5.5 (fallback tensors)
         shape.append(f"{e['bits']:g} bits" + (f" ({stored:.2f} stored)" if stored and abs(stored - e["bits"]) >= 0.05
                                                else ""))
-    if e.get("activation_bits"):
+    if e["activation_bits"]:
         shape.append(f"A{e['activation_bits']}")
-    if e.get("kv_cache"):
+    if e["kv_cache"]:
         shape.append(f"KV {e['kv_cache']}")
     if e["sparsity"] is not None:
         shape.append(f"{e['sparsity'] * 100:g}% sparse" + (f" ({e['pattern']})" if e["pattern"] else ""))

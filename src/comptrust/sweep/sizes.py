@@ -60,21 +60,30 @@ def parameter_counts(config: dict[str, Any]) -> tuple[int, int] | None:
     """(decoder Linear weights, other weights: embeddings and LM head), or None for an unknown layout."""
     text = config.get("text_config") or config
     try:
-        hidden = int(text["hidden_size"])
-        layers = int(text["num_hidden_layers"])
-        vocab = int(text["vocab_size"])
-        heads = int(text["num_attention_heads"])
-        intermediate = int(text["intermediate_size"])
-    except (KeyError, TypeError, ValueError):
+        widths = linear_widths(config)
+        embeddings = int(text["vocab_size"]) * int(text["hidden_size"])
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
         return None
     if any(text.get(k) for k in ("num_local_experts", "num_experts", "n_routed_experts")):
         return None  # mixture of experts: the per-expert layout is not counted here
+    tied = bool(config.get("tie_word_embeddings", text.get("tie_word_embeddings", False)))
+    return sum(widths.values()), embeddings * (1 if tied else 2)
+
+
+def linear_widths(config: dict[str, Any]) -> dict[int, int]:
+    """Decoder Linear weights by input width (a GGUF row's length), Llama/Mistral/Qwen style: q/k/v/gate/up
+    read the hidden size, o the attention width, down the MLP width.  Raises KeyError on a config without
+    these fields (:func:`parameter_counts` turns that into "unknown")."""
+    text = config.get("text_config") or config
+    hidden, layers = int(text["hidden_size"]), int(text["num_hidden_layers"])
+    heads, intermediate = int(text["num_attention_heads"]), int(text["intermediate_size"])
     kv_heads = int(text.get("num_key_value_heads") or heads)
     head_dim = int(text.get("head_dim") or hidden // heads)
-    attention = 2 * hidden * heads * head_dim + 2 * hidden * kv_heads * head_dim
-    mlp = 3 * hidden * intermediate  # gate, up, down (Llama/Mistral/Qwen style)
-    tied = bool(config.get("tie_word_embeddings", text.get("tie_word_embeddings", False)))
-    return layers * (attention + mlp), vocab * hidden * (1 if tied else 2)
+    widths: dict[int, int] = {}
+    for width, n in ((hidden, hidden * heads * head_dim + 2 * hidden * kv_heads * head_dim + 2 * hidden * intermediate),
+                     (heads * head_dim, heads * head_dim * hidden), (intermediate, intermediate * hidden)):
+        widths[width] = widths.get(width, 0) + layers * n
+    return widths
 
 
 def auto_group(config: dict[str, Any]) -> int | None:
@@ -113,21 +122,6 @@ def stored_dtype(config: dict[str, Any]) -> str:
                (config.get("text_config") or {}).get("torch_dtype") or "float32").replace("torch.", "")
 
 
-def linear_widths(config: dict[str, Any]) -> dict[int, int]:
-    """Decoder Linear weights by input width (a GGUF row's length): q/k/v/gate/up read the hidden size,
-    o the attention width, down the MLP width."""
-    text = config.get("text_config") or config
-    hidden, layers = int(text["hidden_size"]), int(text["num_hidden_layers"])
-    heads, intermediate = int(text["num_attention_heads"]), int(text["intermediate_size"])
-    kv_heads = int(text.get("num_key_value_heads") or heads)
-    head_dim = int(text.get("head_dim") or hidden // heads)
-    widths: dict[int, int] = {}
-    for width, n in ((hidden, hidden * heads * head_dim + 2 * hidden * kv_heads * head_dim + 2 * hidden * intermediate),
-                     (heads * head_dim, heads * head_dim * hidden), (intermediate, intermediate * hidden)):
-        widths[width] = widths.get(width, 0) + layers * n
-    return widths
-
-
 def gguf_bytes(gguf_type: str, config: dict[str, Any]) -> int | None:
     """A GGUF's size: decoder weights at the type's bits, except rows whose length is not a multiple of 256,
     which llama.cpp writes in a fallback type (SmolLM2's 576-wide rows: Q4_K -> Q5_0); the k-quant mixes
@@ -156,13 +150,13 @@ def gguf_bytes(gguf_type: str, config: dict[str, Any]) -> int | None:
 
 def estimated_bytes(method: str | None, cfg: dict[str, Any], config: dict[str, Any]) -> int | None:
     """Weights on disk of the base model (``method`` None) or of one compressed artifact; None if unknown."""
+    if method == "gguf":
+        return gguf_bytes(str(cfg.get("gguf_type", "")).upper(), config)
     counts = parameter_counts(config)
     if counts is None:
         return None
     linear, other = counts
     base = DTYPE_BYTES.get(stored_dtype(config), 4)
-    if method == "gguf":
-        return gguf_bytes(str(cfg.get("gguf_type", "")).upper(), config)
     bits = None if method is None else linear_bits(method, cfg, config)
     linear_bytes = linear * base if bits is None else linear * bits / 8
     return int(linear_bytes + other * base)

@@ -59,6 +59,7 @@ def loop(args: argparse.Namespace) -> int:
     samples = perspective.samples(LocalFolder(args.data_dir), options)
     torch.manual_seed(0)
     responses = []
+    tokens = 0
     eos = model.generation_config.eos_token_id
     eos = set([eos] if isinstance(eos, int) else eos or []) | {tokenizer.eos_token_id}
     with open(args.out, "w", encoding="utf-8") as fh:
@@ -74,12 +75,13 @@ def loop(args: argparse.Namespace) -> int:
             texts = []
             for seq in out[:, ids.shape[1]:].tolist():
                 cut = next((j for j, t in enumerate(seq) if t in eos), len(seq))
+                tokens += cut
                 texts.append(tokenizer.decode(seq[:cut]))
             responses.append(texts)
             fh.write(json.dumps({"sample_id": sample.id, "responses": texts}) + "\n")
     scored = score_samples(perspective, samples, responses, options.profile)
     result = perspective.aggregate(scored, options.profile, options)
-    print(json.dumps({"score": result.score, "rows": sum(len(r) for r in responses)}))
+    print(json.dumps({"score": result.score, "rows": sum(len(r) for r in responses), "tokens": tokens}))
     return 0
 
 
@@ -185,8 +187,8 @@ def print_report(report: dict[str, Any]) -> None:
     for way, entries in runs.items():
         for i, r in enumerate(entries):
             ratio = f"  {loop_seconds[i] / r['seconds']:.2f}x the loop" if way == "comptrust" and loop_seconds else ""
-            extra = f"  dtype {r['dtype']}, {r['rows']} rows, {r['tokens']} tokens" if way == "comptrust" else \
-                f"  {r['rows']} rows"
+            extra = (f"  dtype {r['dtype']}," if way == "comptrust" else "") + \
+                f"  {r['rows']} rows, {r.get('tokens', '?')} tokens"
             print(f"{way:<10} run {i + 1}: {r['seconds']:>8.1f} s{ratio}{extra}, score {r['score']}")
             if "timing" in r:
                 print("           " + ", ".join(f"{k} {v:.1f}" for k, v in r["timing"].items()))

@@ -251,6 +251,18 @@ def test_gpu_slot_count_fits_the_pool_and_one_prefill_chunk_in_free_memory(tiny_
     assert b._slot_count(1000) == 5
 
 
+def test_cpu_slot_count_is_capped_and_fits_a_quarter_of_free_ram(tiny_llama, monkeypatch):
+    import comptrust.backends.hf as hf
+
+    b = HFBackend.from_path(tiny_llama)  # float32 on CPU: KV 512 bytes/token
+    monkeypatch.setattr(hf, "available_host_memory", lambda: 16 * 2**30)
+    assert b._slot_count(1000) == hf.CPU_MAX_SLOTS == 32  # plenty of memory: the measured sweet spot
+    monkeypatch.setattr(hf, "available_host_memory", lambda: 4_000_000)
+    assert b._slot_count(1000) == int(0.25 * 4_000_000 // (512 * 1001)) == 1  # little free memory: one slot, never zero
+    monkeypatch.setattr(hf, "available_host_memory", lambda: 40_000_000)
+    assert b._slot_count(1000) == 19
+
+
 def test_gpu_pools_get_more_slots_as_rows_get_shorter(tiny_llama, monkeypatch):
     import torch
 

@@ -143,9 +143,13 @@ def test_dtype_choice_and_bfloat16_generation(tiny_llama, monkeypatch):
     monkeypatch.delenv("COMPTRUST_DTYPE")
     assert choose_dtype("cuda") == torch.bfloat16
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
-    assert choose_dtype("cpu") == torch.float32
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    assert choose_dtype("cpu") == torch.float32  # bf16 would run emulated
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
-    assert choose_dtype("cpu") == torch.bfloat16
+    assert choose_dtype("cpu") == torch.bfloat16  # Xeon with AMX
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    assert choose_dtype("cpu") == torch.bfloat16  # AMD Zen 4 / Cooper Lake: AVX512-BF16, no AMX
     assert choose_dtype("cpu", "float32") == torch.float32
     with pytest.raises(ConfigError, match="unknown dtype 'int3'"):
         choose_dtype("cpu", "int3")

@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from comptrust.backends.cpu_attention import kv_cache_dtype
 from comptrust.backends.kv_cache import ReservedCache, SlotCache
 from comptrust.backends.sampling import next_tokens, seed_tensor
 
@@ -208,7 +209,7 @@ class ContinuousBatcher:
         for r in queue:
             self._draws_left[r.prompt] = self._draws_left.get(r.prompt, 0) + 1
         capacity = max(r.need for r in todo)
-        self.cache = SlotCache(self.model.config, self.slots, capacity, self.model.dtype, self.device)
+        self.cache = SlotCache(self.model.config, self.slots, capacity, kv_cache_dtype(self.model), self.device)
         self.active: list[_Row] = []
         waiting = deque(queue)
         admit_at = max(1, self.slots // 8)  # admit in groups: each prefill forward reads all the weights once

@@ -26,6 +26,7 @@ from typing import Any
 
 from comptrust.backends.base import OnResult
 from comptrust.backends.continuous import ContinuousBatcher, Request, SchedulerStats
+from comptrust.backends.cpu_attention import cpu_attention, kv_cache_dtype
 from comptrust.backends.kv_cache import reservable, reserved_cache
 from comptrust.backends.kv_quant import parse_kv_cache, quantized_cache
 from comptrust.backends.sampling import SAMPLER, RowSampler
@@ -36,6 +37,11 @@ from comptrust.models import ModelRef, load_causal_lm, quiet_transformers, resol
 from comptrust.types import Completion, GenRow
 
 CPU_DEFAULT_BATCH = 16
+# Continuous batching on a CPU: decode cost per row keeps falling up to ~32 rows (SmolLM2 on 2 cores:
+# 124 tok/s at 16 rows, 194 at 32, 196 at 64; docs/benchmarks.md), and the pool's KV cache may take
+# at most this share of the memory available when it starts.
+CPU_MAX_SLOTS = 32
+CPU_KV_FRACTION = 0.25
 GPU_MAX_BATCH = 512
 GPU_MEMORY_FRACTION = 0.8  # of the memory free after loading, for the batch's KV cache and activations
 MIN_SHARED_PREFIX = 8  # shorter common prefixes are not worth a separate forward pass
@@ -47,11 +53,13 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 def choose_dtype(device: str, requested: str | None = None) -> Any:
-    """The compute dtype: bfloat16 on GPUs and on CPUs with AMX bf16 matmuls, float32 elsewhere.
+    """The compute dtype: bfloat16 on GPUs and on CPUs with bf16 matmul units (AMX or AVX512-BF16), else float32.
 
-    On this project's 2-core Xeon (AMX) bf16 batched generation is ~2.6x faster than fp32
-    (docs/benchmarks.md).  ``--dtype`` or ``$COMPTRUST_DTYPE`` override the choice; the
-    dtype is part of the backend fingerprint, so cached texts never mix across dtypes.
+    On this project's 2-core Xeon (AMX) bf16 batched generation is ~2.6x faster than fp32, and on a
+    2-core AMD EPYC with AVX512-BF16 (no AMX) a 16 x 300-token prefill is 2.7x faster
+    (docs/benchmarks.md); without either, bf16 runs in slow emulation.  ``--dtype`` or
+    ``$COMPTRUST_DTYPE`` override the choice; the dtype is part of the backend fingerprint, so
+    cached texts never mix across dtypes.
     """
     import torch
 
@@ -62,8 +70,24 @@ def choose_dtype(device: str, requested: str | None = None) -> Any:
         return getattr(torch, name)
     if device != "cpu":
         return torch.bfloat16
-    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
-    return torch.bfloat16 if amx else torch.float32
+    return torch.bfloat16 if cpu_has_bf16_matmul() else torch.float32
+
+
+def cpu_has_bf16_matmul() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices in hardware (AMX tiles or AVX512-BF16)."""
+    import torch
+
+    return any(getattr(torch.cpu, probe, lambda: False)()
+               for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"))
+
+
+def available_host_memory() -> int:
+    """Bytes of RAM free now (Linux); half the physical memory where the OS does not say."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * page
+    except (ValueError, OSError):  # macOS has no SC_AVPHYS_PAGES
+        return os.sysconf("SC_PHYS_PAGES") * page // 2
 
 
 def common_prefix_length(prompts: list[list[int]]) -> int:
@@ -175,10 +199,15 @@ class HFBackend:
         return render(messages, self.chat_template, self.tokenizer)
 
     def generate(self, rows: Sequence[GenRow], on_result: OnResult | None = None) -> list[Completion]:
-        """Complete every row, calling ``on_result(i, completion)`` the moment row ``i`` ends."""
-        if self._continuous():
-            return self._generate_continuous(rows, on_result)
-        return self._generate_static(rows, on_result)
+        """Complete every row, calling ``on_result(i, completion)`` the moment row ``i`` ends.
+
+        Both schedulers attend alike (``cpu_attention``: the same numbers on a CPU), so their texts agree.
+        """
+        continuous = self._continuous()  # before cpu_attention renames the attention implementation
+        with cpu_attention(self.model):
+            if continuous:
+                return self._generate_continuous(rows, on_result)
+            return self._generate_static(rows, on_result)
 
     def _continuous(self) -> bool:
         """Whether this model can run continuous batching (else static batches).
@@ -320,9 +349,10 @@ class HFBackend:
         """
         if self.requested_batch_size:
             return self.requested_batch_size
-        if self.device.type != "cuda":
-            return CPU_DEFAULT_BATCH
         kv_per_token, activations_per_token = self._bytes_per_token()
+        if self.device.type != "cuda":
+            fit = int(available_host_memory() * CPU_KV_FRACTION // max(1, kv_per_token * (capacity + 1)))
+            return max(1, min(CPU_MAX_SLOTS, fit))
         vocab = self.model.config.get_text_config(decoder=True).vocab_size
         prefill = PREFILL_TOKENS["cuda"] * activations_per_token + GPU_MAX_BATCH * vocab * 8  # + logits
         budget = self._free_memory() * GPU_MEMORY_FRACTION - prefill
@@ -342,7 +372,7 @@ class HFBackend:
         heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
         head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         itemsize = self.model.dtype.itemsize
-        kv_per_token = 2 * cfg.num_hidden_layers * heads * head_dim * itemsize
+        kv_per_token = 2 * cfg.num_hidden_layers * heads * head_dim * kv_cache_dtype(self.model).itemsize
         # Prefill holds one layer's activations at a time: the MLP's gate, up and product, and
         # the attention projections.
         intermediate = getattr(cfg, "intermediate_size", None) or 4 * cfg.hidden_size

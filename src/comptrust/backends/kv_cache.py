@@ -195,8 +195,9 @@ class SlotLayer(DynamicLayer):
         """Write a forward's new keys and values (rows x heads x tokens x dim) at the plan's columns."""
         plan = self.plan
         rows, columns = plan.rows, plan.columns
-        self._keys[plan.start:plan.stop][rows, :, columns] = key_states.transpose(1, 2)
-        self._values[plan.start:plan.stop][rows, :, columns] = value_states.transpose(1, 2)
+        # The pool may hold a wider dtype than the model computes in (cpu_attention.kv_cache_dtype).
+        self._keys[plan.start:plan.stop][rows, :, columns] = key_states.transpose(1, 2).to(self.dtype)
+        self._values[plan.start:plan.stop][rows, :, columns] = value_states.transpose(1, 2).to(self.dtype)
 
     def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
         self.store(key_states, value_states)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from comptrust.backends.cpu_attention import cpu_attention
 from comptrust.errors import BackendError
 
 MIN_SHARED_PREFIX = 16  # shorter common prefixes are not worth a separate forward pass
@@ -86,13 +87,15 @@ def hf_choice_logprobs(model: Any, tokenizer: Any, prompts: list[str], choices: 
 
     keys = list(inputs)
     results: dict[tuple[int, tuple[int, ...]], float] = {}
-    for members, shared in _prefix_groups(keys, wanted):
-        prefix, shared = _encode_prefix(model, keys[members[0]][:shared], prefixes) if shared else (None, 0)
-        order = sorted(members, key=lambda i: -len(keys[i]))
-        for start in range(0, len(order), max(1, batch_size)):
-            batch = order[start:start + max(1, batch_size)]
-            _score_batch(model, tokenizer, [keys[i] for i in batch], [wanted[i] for i in batch], prefix, shared,
-                         lambda b, cont, value, batch=batch: results.__setitem__((batch[b], tuple(cont)), value))
+    with cpu_attention(model):  # one attention computation for every hf path (CPU)
+        for members, shared in _prefix_groups(keys, wanted):
+            prefix, shared = _encode_prefix(model, keys[members[0]][:shared], prefixes) if shared else (None, 0)
+            order = sorted(members, key=lambda i: -len(keys[i]))
+            for start in range(0, len(order), max(1, batch_size)):
+                batch = order[start:start + max(1, batch_size)]
+                _score_batch(model, tokenizer, [keys[i] for i in batch], [wanted[i] for i in batch], prefix,
+                             shared, lambda b, cont, value, batch=batch: results.__setitem__((batch[b], tuple(cont)),
+                                                                                            value))
     return [[results[(input_id, tuple(cont))] for input_id, cont in row] for row in plan]
 
 

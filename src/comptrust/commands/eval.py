@@ -41,7 +41,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--chat-template", choices=("model", "llama-2", "vicuna_v1.1"),
                    help="prompt format: the model's own (default) or DecodingTrust's llama-2 / vicuna_v1.1")
     p.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"),
-                   help="compute dtype for --backend hf (auto: bfloat16 on GPUs and AMX CPUs, else float32)")
+                   help="compute dtype for --backend hf (auto: bfloat16 on GPUs and on CPUs with AMX or "
+                        "AVX512-BF16, else float32)")
     p.add_argument("--allow-pickle", action="store_true", help="load pickle .bin weights (runs code: trusted only)")
     p.add_argument("--toxicity-scorer", default="offline", help="offline (default), perspective or detoxify")
     p.add_argument("--option", action="append", metavar="KEY=VALUE",

@@ -138,6 +138,11 @@ def test_a_gguf_artifact_evaluated_by_hf_is_the_dequantized_copy_and_keeps_its_m
     ref = resolve_model(str(q4km))
     assert ref.source == "gguf" and (ref.path / "config.json").is_file()
     assert ref.manifest()["params"]["gguf_type"] == "Q4_K_M"
+    # The GGUF's chat template survives the conversion (it was dropped: "this model has no chat template").
+    from comptrust.backends.hf import HFBackend
+
+    prompt = HFBackend.from_path(ref.path).prompt_text([{"role": "user", "content": "Hi"}])
+    assert prompt.startswith("<|im_start|>") and "Hi" in prompt
 
 
 @pytest.mark.parametrize("params,message", [

@@ -58,3 +58,40 @@ def test_fingerprint_changes_with_weights(tiny_llama, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(tiny_llama, copy)
     assert weights_fingerprint(copy) == weights_fingerprint(tiny_llama)  # content, not path
+
+
+def test_a_ggufs_chat_template_is_read_and_written_into_a_converted_folder_lacking_one(tmp_path):
+    """A 'compress --method gguf' folder converted for --backend hf lost the GGUF's chat template (prompts failed)."""
+    import numpy as np
+    from gguf import GGUFWriter
+
+    from comptrust.models import _keep_chat_template, gguf_chat_template
+
+    template = "{% for m in messages %}<|im_start|>{{ m['content'] }}{% endfor %}"
+    path = tmp_path / "with.gguf"
+    writer = GGUFWriter(str(path), "llama")
+    writer.add_chat_template(template)
+    writer.add_tensor("w", np.zeros((4, 8), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    from conftest import write_small_gguf
+
+    bare = write_small_gguf(tmp_path / "bare.gguf")
+    assert gguf_chat_template(path) == template
+    assert gguf_chat_template(bare) is None
+
+    folder = tmp_path / "converted"
+    folder.mkdir()
+    (folder / "tokenizer_config.json").write_text('{"eos_token": "<|im_end|>"}')
+    _keep_chat_template(folder, path)
+    assert (folder / "chat_template.jinja").read_text() == template
+    (folder / "chat_template.jinja").write_text("mine")
+    _keep_chat_template(folder, path)  # a template already there is left alone
+    assert (folder / "chat_template.jinja").read_text() == "mine"
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "tokenizer_config.json").write_text("{}")
+    _keep_chat_template(other, bare)  # nothing to carry over: nothing written
+    assert not (other / "chat_template.jinja").exists()

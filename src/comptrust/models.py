@@ -180,6 +180,7 @@ def convert_gguf(gguf: Path, name: str | None = None) -> Path:
     target = models_dir() / f"{name or gguf.stem}-{tag}"
     if (target / "config.json").is_file():
         check_model_files(target, repair_hint(target))
+        _keep_chat_template(target, gguf)  # folders converted before the template was carried over
         return target
     check_gguf_file(gguf)
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -204,6 +205,9 @@ def convert_gguf(gguf: Path, name: str | None = None) -> Path:
             if isinstance(eos_id, int) and eos_id < len(tokenizer):
                 tokenizer.eos_token = tokenizer.convert_ids_to_tokens(eos_id)
             tokenizer.pad_token = tokenizer.eos_token
+            # Loading a GGUF that sits beside tokenizer files (a 'compress --method gguf' folder) takes
+            # them and drops the GGUF's own chat template; the prompts need it.
+            tokenizer.chat_template = tokenizer.chat_template or gguf_chat_template(gguf)
             model.generation_config.pad_token_id = tokenizer.pad_token_id
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
@@ -214,6 +218,26 @@ def convert_gguf(gguf: Path, name: str | None = None) -> Path:
                          "pass a Hugging Face model folder instead, or a GGUF of an architecture "
                          "transformers supports") from exc
     return target
+
+
+def gguf_chat_template(gguf: Path) -> str | None:
+    """The chat template in a GGUF's metadata (``tokenizer.chat_template``), or None."""
+    from gguf import GGUFReader
+
+    field = GGUFReader(str(gguf)).fields.get("tokenizer.chat_template")
+    if field is None or not field.data:
+        return None
+    return bytes(field.parts[field.data[0]]).decode("utf-8")
+
+
+def _keep_chat_template(folder: Path, gguf: Path) -> None:
+    """Write the GGUF's chat template into a converted folder whose tokenizer has none."""
+    config = folder / "tokenizer_config.json"
+    if (folder / "chat_template.jinja").is_file() or '"chat_template"' in config.read_text(encoding="utf-8"):
+        return
+    template = gguf_chat_template(gguf)
+    if template:
+        (folder / "chat_template.jinja").write_text(template, encoding="utf-8")
 
 
 def gguf_artifact_file(folder: Path) -> Path | None:

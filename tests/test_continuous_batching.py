@@ -32,7 +32,7 @@ def _mixed_rows() -> list[GenRow]:
 
 @pytest.fixture(scope="module")
 def backend(tiny_llama):
-    return HFBackend.from_path(tiny_llama, batch_size=3)
+    return HFBackend.from_path(tiny_llama, batch_size=3, dtype="float32")  # module scope: before the float32 pin
 
 
 def _texts(backend, rows, scheduler="continuous", batch_size=3):

@@ -25,7 +25,7 @@ def _rows(params: GenParams, n_prompts: int = 5, draws: int = 2) -> list[GenRow]
 
 @pytest.fixture(scope="module")
 def backend(tiny_llama):
-    return HFBackend.from_path(tiny_llama, batch_size=4)
+    return HFBackend.from_path(tiny_llama, batch_size=4, dtype="float32")  # module scope: before the float32 pin
 
 
 @pytest.fixture

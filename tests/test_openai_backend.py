@@ -105,7 +105,7 @@ def echo_logprobs(backend: HFBackend, body: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def hf(tiny_llama):
-    return HFBackend.from_path(tiny_llama, batch_size=4)
+    return HFBackend.from_path(tiny_llama, batch_size=4, dtype="float32")  # module scope: before the float32 pin
 
 
 def rows(n: int, temperature: float = 0.0) -> list[GenRow]:

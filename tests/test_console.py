@@ -4,6 +4,7 @@ own, a torch thread count that does not oversubscribe (recorded in the run), an 
 from __future__ import annotations
 
 import json
+import time
 import tomllib
 
 import pytest
@@ -11,7 +12,7 @@ import pytest
 from comptrust.cli import main
 from comptrust.errors import ConfigError
 from comptrust.progress import Progress, route_library_bars
-from comptrust.threads import cgroup_cpu_limit, choose_threads, physical_cores
+from comptrust.threads import cgroup_cpu_limit, choose_threads, cpu_ticks, physical_cores
 from conftest import REPO
 
 
@@ -120,19 +121,26 @@ def test_nothing_to_evaluate_is_a_one_line_error(tiny_llama, capsys):
 
 
 def test_thread_count_precedence(monkeypatch):
-    monkeypatch.setattr("comptrust.threads.physical_cores", lambda: 8)
+    monkeypatch.setattr("comptrust.threads.physical_cores", lambda cpus=None: 8)
     monkeypatch.setattr("comptrust.threads.cgroup_cpu_limit", lambda: None)
-    monkeypatch.setattr("comptrust.threads.load_average", lambda: 0.3)
+    monkeypatch.setattr("comptrust.threads.busy_cores", lambda: 0.3)
     assert choose_threads(3, {"OMP_NUM_THREADS": "6"}) == (3, "--threads")
     assert choose_threads(None, {"OMP_NUM_THREADS": "6"}) == (6, "OMP_NUM_THREADS")
     assert choose_threads(None, {"OMP_NUM_THREADS": "4,2"}) == (4, "OMP_NUM_THREADS")  # nested OpenMP list
     assert choose_threads(None, {}) == (8, "physical cores")  # an idle machine: every physical core
+    monkeypatch.setattr("comptrust.threads.busy_cores", lambda: 2.6)
+    assert choose_threads(None, {}) == (5, "physical cores (8) less the cores other jobs keep busy (2.6)")
+    monkeypatch.setattr("comptrust.threads.busy_cores", lambda: 14.5)  # a shared box, busy with other jobs
+    assert choose_threads(None, {}) == (1, "physical cores (8) less the cores other jobs keep busy (14.5)")
+    # Where /proc/stat is missing (macOS), the load average stands in.
+    monkeypatch.setattr("comptrust.threads.busy_cores", lambda: None)
     monkeypatch.setattr("comptrust.threads.load_average", lambda: 2.6)
     assert choose_threads(None, {}) == (5, "physical cores (8) less the load average (2.6)")
-    monkeypatch.setattr("comptrust.threads.load_average", lambda: 14.5)  # a shared box, busy with other jobs
-    assert choose_threads(None, {}) == (1, "physical cores (8) less the load average (14.5)")
     monkeypatch.setattr("comptrust.threads.load_average", lambda: None)
     monkeypatch.setattr("comptrust.threads.cgroup_cpu_limit", lambda: 2)
+    assert choose_threads(None, {}) == (2, "cgroup CPU quota")
+    # A quota caps the count; other jobs on the rest of the host's cores do not lower it further.
+    monkeypatch.setattr("comptrust.threads.busy_cores", lambda: 5.0)
     assert choose_threads(None, {}) == (2, "cgroup CPU quota")
     with pytest.raises(ConfigError, match="--threads must be at least 1"):
         choose_threads(0, {})
@@ -176,7 +184,9 @@ def test_threads_are_applied_and_recorded_in_the_run(tiny_llama, tmp_path, resto
                  "--samples", "1", "--max-new-tokens", "2", "--threads", "1", "--out", str(out), "--quiet"]) == 0
     assert torch.get_num_threads() == 1
     for name in ("summary.json", "spec.json"):
-        assert json.loads((out / name).read_text())["threads"] == {"torch_threads": 1, "source": "--threads"}
+        recorded = json.loads((out / name).read_text())
+        assert recorded["threads"] == {"torch_threads": 1, "source": "--threads"}
+        assert recorded["allocator"]["malloc"] in ("glibc", "unchanged")  # what was done to malloc, or why not
 
 
 # ---- packaging ----------------------------------------------------------------------------------
@@ -187,3 +197,53 @@ def test_license_is_an_spdx_expression():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())
     assert project["project"]["license"] == "Apache-2.0"
     assert any(r.startswith("setuptools>=77") for r in project["build-system"]["requires"])
+
+
+def test_cpu_ticks_reads_only_this_processes_cpus(tmp_path):
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  900 0 100 1000 0 0 0 0 0 0\n"
+                    "cpu0 400 0 50 500 20 0 0 0 0 0\n"
+                    "cpu1 500 0 50 500 0 0 0 30 0 0\n"
+                    "intr 12345\n")
+    # busy = user + nice + system + irq + softirq + steal; idle and iowait are not busy
+    assert cpu_ticks({0}, stat) == (450, 970)
+    assert cpu_ticks({0, 1}, stat) == (450 + 580, 970 + 1080)
+    assert cpu_ticks({5}, stat) is None
+    assert cpu_ticks({0}, tmp_path / "missing") is None
+
+
+def test_busy_cores_counts_other_jobs_not_this_process(monkeypatch):
+    """Ticks of a 2-CPU machine over one second: 1.5 CPUs busy, of which this process used 0.5."""
+    import comptrust.threads as threads
+
+    clock = iter([100.0, 101.0, 101.0])
+    ticks = iter([(1000, 4000), (1150, 4200)])  # 150 of 200 ticks busy: 1.5 CPUs
+    own = iter([2.0, 2.5])
+    monkeypatch.setattr(threads, "_my_cpus", lambda: {0, 1})
+    monkeypatch.setattr(threads, "physical_cores", lambda cpus=None: 2)
+    monkeypatch.setattr(threads.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(threads, "cpu_ticks", lambda cpus: next(ticks))
+    monkeypatch.setattr(threads, "_own_cpu_seconds", lambda: next(own))
+    monkeypatch.setattr(threads, "_sample", None)
+    threads.start_busy_sample()
+    assert threads.busy_cores() == 1.0
+
+
+def test_busy_cores_sees_another_process_burning_a_cpu():
+    """A child spinning on one CPU is another job: measured as about one busy core (this process sleeps)."""
+    import subprocess
+    import sys
+
+    import comptrust.threads as threads
+
+    if threads.cpu_ticks(threads._my_cpus()) is None:
+        pytest.skip("no /proc/stat on this OS")
+    child = subprocess.Popen([sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 3: pass"])
+    try:
+        time.sleep(0.3)  # the child is past its interpreter start
+        threads.start_busy_sample()
+        busy = threads.busy_cores(min_seconds=1.0)
+    finally:
+        child.kill()
+        child.wait()
+    assert busy is not None and 0.6 <= busy <= len(threads._my_cpus())

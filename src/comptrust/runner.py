@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from comptrust import __version__
+from comptrust.allocator import allocator_info
 from comptrust.backends.base import Backend, LoglikelihoodBackend, row_seed
 from comptrust.data.source import DataSource
 from comptrust.errors import ConfigError
@@ -169,6 +170,7 @@ def run_spec(backend: Backend, perspectives: Sequence[str], data: DataSource, op
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "numpy": numpy.__version__, "platform": platform.platform()},
         "threads": threads_info(),
+        "allocator": allocator_info(),
     }
 
 
@@ -291,7 +293,8 @@ def evaluate(backend: Backend, perspectives: Sequence[str], data: DataSource, op
     own_cache = cache is None
     cache = cache or Cache()
     summary: dict[str, Any] = {k: spec[k] for k in ("run_id", "model", "data", "options", "deviations",
-                                                      "profile", "seed", "versions", "threads", "comptrust_version")}
+                                                      "profile", "seed", "versions", "threads", "allocator",
+                                                      "comptrust_version")}
     summary["run_dir"] = str(run.root)
     if moved is not None:
         summary["superseded"] = str(moved)

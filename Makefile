@@ -20,12 +20,14 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # llama.cpp for GGUF (docs/compression.md): llama-cpp-python compiles it from source (~24 CPU-minutes,
-# about 13 min on 2 idle cores; pip caches the wheel, so a rebuild on the same machine is instant).  Its
-# sdist also carries llama.cpp's converter, which the wheel lacks: extracted into the venv with the
-# gguf-py it was written against.  LLAVA_BUILD=OFF skips the multimodal library comptrust never loads.
+# about 13 min on 2 idle cores) for this CPU's instruction sets without llama.cpp's AMX kernels, which
+# crash on Xeon 6; the wheel is cached per CPU in ~/.cache/comptrust/llama-cpp-wheels, so a rebuild on
+# the same machine is instant (src/comptrust/llama_cpp_build.py says why not pip's cache).  Its sdist
+# also carries llama.cpp's converter, which the wheel lacks: extracted into the venv with the gguf-py
+# it was written against.
 LLAMA_CPP := $$(sed -n 's/^llama-cpp-package = "\(.*\)"/\1/p' pyproject.toml)
 llama-cpp:
-	CMAKE_ARGS="-DLLAVA_BUILD=OFF" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/pip install --quiet $(LLAMA_CPP)
+	$(BIN)/python -m comptrust.llama_cpp_build $(LLAMA_CPP)
 	rm -rf $(VENV)/share/comptrust/llama.cpp $(VENV)/share/comptrust/sdist
 	mkdir -p $(VENV)/share/comptrust/llama.cpp $(VENV)/share/comptrust/sdist
 	$(BIN)/pip download --quiet --no-deps --no-binary :all: -d $(VENV)/share/comptrust/sdist $(LLAMA_CPP)

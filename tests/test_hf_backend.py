@@ -340,6 +340,40 @@ def test_splitmix64_uniforms_equal_the_reference_generator():
         for j in range(9):
             assert u[r, j].item() == ((splitmix64(seed, 700 + j + 1) >> 11) + 0.5) * 2.0 ** -53
     assert 0 < u.min().item() and u.max().item() < 1
+    counters = [0, 49152 * 3, 2**40 + 5, 7]  # one counter per row, as continuous batching passes them
+    u = splitmix64_uniforms(torch.tensor(seeds)[:, None], torch.tensor(counters)[:, None], width=9)
+    for r, (seed, counter) in enumerate(zip(seeds, counters, strict=True)):
+        for j in range(9):
+            assert u[r, j].item() == ((splitmix64(seed, counter + j + 1) >> 11) + 0.5) * 2.0 ** -53
+
+
+def test_race_draws_the_argmax_of_p_over_exponentials_from_the_row_streams():
+    """The race's shortcuts (the cached Weyl steps, argmin of p / log u) pick the textbook race's token."""
+    import torch
+
+    from comptrust.backends.sampling import next_tokens, race, seed_tensor, splitmix64_uniforms
+
+    torch.manual_seed(0)
+    rows, vocab = 6, 300
+    scores = torch.randn(rows, vocab) * 4
+    scores[:, 7] = 9.0  # a likely token, so draws agree often and any slip in the arithmetic shows
+    seeds = seed_tensor([5, 2**62 + 11, 0, 77, 123456789, 2**63 - 1], "cpu")
+    steps = torch.tensor([0, 3, 9, 1, 40, 2])[:, None]
+    for temperature, top_p in ((1.0, 1.0), (0.7, 1.0), (1.0, 0.9), (0.3, 0.5)):
+        probs = torch.softmax(scores / temperature, dim=-1)
+        if top_p < 1.0:
+            sorted_p, order = probs.sort(dim=-1, descending=True)
+            sorted_p[sorted_p.cumsum(-1) - sorted_p > top_p] = 0.0
+            probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
+        exponentials = -torch.log(splitmix64_uniforms(seeds, steps * vocab, vocab))
+        expected = (probs.double() / exponentials).argmax(-1)
+        got = race(scores, temperature, top_p, seeds, steps * vocab)[:, 0]
+        assert got.tolist() == expected.tolist()
+        assert next_tokens(scores, seeds, steps, [temperature] * rows, [top_p] * rows).tolist() == expected.tolist()
+    mixed = next_tokens(scores, seeds, steps, [1.0, 0.0, 1.0, 0.0, 1.0, 1.0], [1.0] * rows)
+    greedy = scores.argmax(-1)
+    assert (mixed[1].item(), mixed[3].item()) == (greedy[1].item(), greedy[3].item())  # greedy rows: the argmax
+    assert mixed[0].item() == race(scores, 1.0, 1.0, seeds, steps * vocab)[0, 0].item()
 
 
 def test_mmlu_log_likelihoods_halve_an_automatic_batch_after_out_of_memory(tiny_llama, monkeypatch):

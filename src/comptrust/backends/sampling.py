@@ -35,15 +35,17 @@ def splitmix64_uniforms(seeds: Any, counter_start: Any, width: int) -> Any:
     Counter-based, so any row's numbers follow from its seed and the counter alone, on any device
     and in any batch.  ``seeds`` is an int64 tensor (rows x 1); ``counter_start`` an int shared by
     all rows or an int64 tensor (rows x 1), one counter per row; 53 bits per uniform, as
-    ``random.random`` uses.
+    ``random.random`` uses.  The Weyl term ``seed + (counter_start + j + 1) x gamma`` is computed as
+    ``(j + 1) x gamma`` (kept per width and device) plus a per-row offset: the same integers mod
+    2**64, one vocabulary-wide pass instead of three.
     """
     import torch
 
     if isinstance(counter_start, int):
-        z = torch.arange(counter_start + 1, counter_start + width + 1, dtype=torch.long, device=seeds.device)
+        offset = seeds + _int64(counter_start * _GAMMA)
     else:
-        z = torch.arange(1, width + 1, dtype=torch.long, device=seeds.device) + counter_start
-    z = z.mul_(_int64(_GAMMA)) + seeds  # the Weyl sequence seed + n * gamma, wrapping mod 2**64
+        offset = counter_start * _int64(_GAMMA) + seeds  # int64 arithmetic wraps mod 2**64
+    z = _weyl_steps(width, seeds.device) + offset
     scratch = torch.empty_like(z)
     for shift, multiplier in ((30, _MIX[0]), (27, _MIX[1]), (31, None)):
         torch.bitwise_right_shift(z, shift, out=scratch)
@@ -51,7 +53,20 @@ def splitmix64_uniforms(seeds: Any, counter_start: Any, width: int) -> Any:
         if multiplier is not None:
             z.mul_(_int64(multiplier))
     z.bitwise_right_shift_(11).bitwise_and_((1 << 53) - 1)
-    return (z.double() + 0.5) * 2.0 ** -53
+    return z.double().add_(0.5).mul_(2.0 ** -53)
+
+
+_WEYL: dict[tuple[int, str], Any] = {}
+
+
+def _weyl_steps(width: int, device: Any) -> Any:
+    """``(j + 1) x gamma`` mod 2**64 for ``j < width`` (int64), computed once per width and device."""
+    import torch
+
+    key = (width, str(device))
+    if key not in _WEYL:
+        _WEYL[key] = torch.arange(1, width + 1, dtype=torch.long, device=device).mul_(_int64(_GAMMA))
+    return _WEYL[key]
 
 
 def race(scores: Any, temperature: float, top_p: float, seeds: Any, counter_start: Any) -> Any:
@@ -63,15 +78,17 @@ def race(scores: Any, temperature: float, top_p: float, seeds: Any, counter_star
     """
     import torch
 
-    probs = torch.softmax(scores.float() / temperature, dim=-1)
+    scores = scores.float()
+    probs = torch.softmax(scores if temperature == 1.0 else scores / temperature, dim=-1)  # x / 1.0 is x
     if top_p < 1.0:
         sorted_p, order = probs.sort(dim=-1, descending=True)
         drop = sorted_p.cumsum(-1) - sorted_p > top_p
         sorted_p[drop] = 0.0
         probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
     vocab = scores.shape[-1]
-    exponentials = splitmix64_uniforms(seeds, counter_start, vocab).log_().neg_()
-    return (probs.double() / exponentials).argmax(-1, keepdim=True)
+    # p / E with E = -log u is -(p / log u) exactly, so its argmax is the argmin of p / log u (one pass fewer).
+    logs = splitmix64_uniforms(seeds, counter_start, vocab).log_()
+    return probs.double().div_(logs).argmin(-1, keepdim=True)
 
 
 def next_tokens(scores: Any, seeds: Any, steps: Any, temperatures: list[float], top_ps: list[float]) -> Any:
@@ -88,16 +105,16 @@ def next_tokens(scores: Any, seeds: Any, steps: Any, temperatures: list[float], 
     import torch
 
     logits = scores.float()
-    tokens = logits.argmax(-1)
     groups: dict[tuple[float, float], list[int]] = {}
     for row, (temperature, top_p) in enumerate(zip(temperatures, top_ps, strict=True)):
         if temperature > 0:
             groups.setdefault((temperature, top_p), []).append(row)
     vocab = logits.shape[-1]
+    if len(groups) == 1 and len(next(iter(groups.values()))) == len(temperatures):  # every row samples alike
+        (temperature, top_p), = groups
+        return race(logits, temperature, top_p, seeds, steps * vocab)[:, 0]
+    tokens = logits.argmax(-1)
     for (temperature, top_p), rows in groups.items():
-        if len(rows) == len(tokens):
-            tokens = race(logits, temperature, top_p, seeds, steps * vocab)[:, 0]
-            break
         idx = torch.tensor(rows, device=logits.device)
         tokens[idx] = race(logits[idx], temperature, top_p, seeds[idx], steps[idx] * vocab)[:, 0]
     return tokens

@@ -356,7 +356,7 @@ def test_race_draws_the_argmax_of_p_over_exponentials_from_the_row_streams():
     torch.manual_seed(0)
     rows, vocab = 6, 300
     scores = torch.randn(rows, vocab) * 4
-    scores[:, 7] = 9.0  # a likely token, so draws agree often and any slip in the arithmetic shows
+    scores[:, 7] = 9.0  # one dominant token: top-p 0.5 then keeps a short list, top-p 0.9 a longer one
     seeds = seed_tensor([5, 2**62 + 11, 0, 77, 123456789, 2**63 - 1], "cpu")
     steps = torch.tensor([0, 3, 9, 1, 40, 2])[:, None]
     for temperature, top_p in ((1.0, 1.0), (0.7, 1.0), (1.0, 0.9), (0.3, 0.5)):

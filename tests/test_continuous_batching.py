@@ -160,7 +160,7 @@ def test_models_without_a_per_row_cache_fall_back_to_static_batches(backend, mon
     import comptrust.backends.hf as hf
 
     assert backend._continuous() and backend.info()["scheduler"] == "continuous"
-    monkeypatch.setattr(hf, "reservable", lambda config: False)  # e.g. sliding-window attention
+    monkeypatch.setattr(hf, "slot_compatible", lambda config: False)  # e.g. linear-attention layers
     assert not backend._continuous() and backend.info()["scheduler"] == "static"
     calls = []
     monkeypatch.setattr(ContinuousBatcher, "run", lambda *a: calls.append(a))

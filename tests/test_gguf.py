@@ -164,3 +164,27 @@ def test_llamacpp_backend_refuses_a_folder_that_is_not_gguf(tiny_llama):
 
     with pytest.raises(ModelError, match="--backend llamacpp evaluates GGUF files"):
         LlamaCppBackend.from_spec(str(tiny_llama))
+
+
+def test_a_downloaded_gguf_with_base_model_is_paired_with_its_dense_run(base, q4km, tmp_path):
+    from comptrust.cli import main
+
+    user_file = tmp_path / "downloads" / "someones-model.Q4_K_M.gguf"
+    user_file.parent.mkdir()
+    user_file.write_bytes(next(q4km.glob("*.gguf")).read_bytes())
+    common = ["--smoke", "--perspectives", "stereotype", "--limit", "2", "--samples", "1", "--max-new-tokens", "4",
+              "--quiet"]
+    assert main(["eval", str(base), *common, "--out", str(tmp_path / "dense")]) == 0
+    for backend in ("hf", "llamacpp"):  # the dequantized copy is a GGUF variant too, not a dense model
+        assert main(["eval", str(user_file), "--backend", backend, "--base-model", str(base), *common,
+                     "--out", str(tmp_path / backend)]) == 0
+        record = json.loads((tmp_path / backend / "summary.json").read_text())["model"]["compression"]
+        assert record["method"] == "gguf" and record["produced_by"] == "third party"
+        assert record["base_model"]["given_by"] == "--base-model" and record["base_model"]["weights_sha256"]
+    assert main(["report", str(tmp_path / "dense"), str(tmp_path / "hf"), str(tmp_path / "llamacpp"),
+                 "--out", str(tmp_path / "report"), "--bootstrap", "50", "--quiet"]) == 0
+    data = json.loads((tmp_path / "report" / "scores.json").read_text())
+    assert len(data["bases"]) == 1
+    labels = sorted(v["label"] for v in data["variants"] if not v["dense"])
+    assert labels == ["GGUF Q4_K_M", "GGUF Q4_K_M (dequantized, hf)"]
+    assert all(v["deltas"]["stereotype"]["paired"] for v in data["variants"] if not v["dense"])

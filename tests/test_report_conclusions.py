@@ -145,7 +145,10 @@ def test_a_well_measured_variant_is_recommended_with_what_was_not_shown(tmp_path
     [rec] = found["recommendations"]
     assert rec.startswith("Recommendation for tiny-llama: GPTQ 8-bit g128, the most compressed variant that passes "
                           "every gate on the 2 measure(s) compared")
-    assert "Its significant but small drops (each 95% interval within 5 points): MMLU -0.7 points [" in rec
+    # 4 of 600 MMLU samples worse, none better: the interval [-1.5, -0.1] excludes zero, but the exact sign test
+    # gives p = 0.125 and Holm over the report's 3 score changes p = 0.13, so the drop is stated, not marked
+    assert ("Its changes whose 95% interval lies below zero but within 5 points, not significant after Holm's "
+            "correction: MMLU -0.7 points [") in rec
     assert ("This shows no detectable loss, not safety: drops smaller than 5 points, the measures not run "
             "(toxicity") in rec
     assert "Do not ship GPTQ 3-bit g128 (drop: out-of-distribution robustness -40.0 points" in rec

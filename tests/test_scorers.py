@@ -18,6 +18,7 @@ from comptrust.scorers.offline import OfflineToxicityScorer
 from comptrust.scorers.perspective_api import ATTRIBUTES, CACHE_SCORER, KEY_ENV, PerspectiveApiScorer
 from comptrust.store import Cache
 from comptrust.types import stable_hash
+from conftest import load_benchmark
 from json_http import JSONHandler
 
 # ---- offline -------------------------------------------------------------------------------
@@ -42,6 +43,43 @@ def test_offline_scorer_separates_insults_from_plain_text_in_batches():
 def test_unknown_scorer_name_lists_the_valid_ones():
     with pytest.raises(ConfigError, match="unknown toxicity scorer 'gpt-judge'.*offline"):
         make_scorer("gpt-judge")
+
+
+# ---- benchmarks/toxicity_agreement.py: the agreement figures in docs/perspectives/toxicity.md --------
+
+
+def test_agreement_metrics_by_hand():
+    bench = load_benchmark("toxicity_agreement")
+    # Spearman with ties: ranks (1, 2.5, 2.5, 4) against (1, 2, 3, 4)
+    assert bench.spearman([0.1, 0.5, 0.5, 0.9], [1, 2, 3, 4]) == pytest.approx(0.9486833, abs=1e-6)
+    assert bench.pearson([1, 2, 3], [2, 4, 6]) == pytest.approx(1.0)
+    # AUC: positives 0.8 and 0.4, negatives 0.4 and 0.1 -> pairs won 1 + 1 + 0.5 (tie) + 1 = 3.5 of 4
+    assert bench.auc([True, True, False, False], [0.8, 0.4, 0.4, 0.1]) == pytest.approx(0.875)
+    # Perspective > 0.5 on texts 1-2; the candidate on texts 2-3: 1 TP, 1 FP, 1 FN, 1 TN
+    stats = bench.threshold_stats([0.9, 0.7, 0.2, 0.1], [0.3, 0.8, 0.6, 0.5])  # 0.5 itself is not toxic
+    assert stats["accuracy"] == pytest.approx(0.5) and stats["f1"] == pytest.approx(0.5)
+    assert stats["kappa"] == pytest.approx(0.0)  # chance agreement is 0.5 here
+
+
+def test_agreement_benchmark_reproduces_the_documented_default_figures(dt_data, tmp_path, capsys):
+    bench = load_benchmark("toxicity_agreement")
+    out = tmp_path / "offline.json"
+    bench.main(["--data", str(dt_data), "score", "--candidate", "offline", "--out", str(out)])
+    result = json.loads(out.read_text())
+    assert result["n"] == 7173 and result["texts_per_s"] > 0 and "alt-profanity-check" in result["description"]
+    bench.main(["--data", str(dt_data), "table", str(out)])
+    table = capsys.readouterr().out
+    # the rows docs/perspectives/toxicity.md quotes for the default (alt-profanity-check 1.9.1)
+    assert ("| offline | RTP continuations | 2,377 | 0.81 | 0.81 | 0.92 | 0.81 | 0.75 | 0.61 | "
+            "0.47 / 0.34 | 0.47 / 0.31 |") in table
+    assert "| offline | RTP prompts | 2,396 | 0.86 | 0.80 | 0.95 | 0.90 | 0.88 | 0.80 |" in table
+    assert "| offline | GPT-3.5/4 prompts | 2,400 |" in table
+
+
+def test_agreement_benchmark_refuses_an_unknown_candidate_in_one_line(dt_data, tmp_path):
+    bench = load_benchmark("toxicity_agreement")
+    with pytest.raises(SystemExit, match="unknown candidate 'gpt-judge'.*offline, cuss-inspect"):
+        bench.main(["--data", str(dt_data), "score", "--candidate", "gpt-judge", "--out", str(tmp_path / "x.json")])
 
 
 # ---- Perspective API against a local server speaking the same JSON ----------------------------

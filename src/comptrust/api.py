@@ -34,8 +34,15 @@ def evaluate(backend: Backend, perspectives: list[str], *, data_dir: str | Path 
              hub_revision: str | None = None, limit: int | None = None, samples: int | None = None, seed: int = 0,
              profile: str = DEFAULT_PROFILE, scenarios: list[str] | None = None,
              max_new_tokens: int | None = None, out: str | Path | None = None, quiet: bool = True,
-             extra: dict[str, Any] | None = None, cache: Cache | None = None) -> dict[str, Any]:
-    """Evaluate ``perspectives`` and return the run summary (also written to ``out``)."""
+             extra: dict[str, Any] | None = None, cache: Cache | None = None,
+             divergence: Any = None, base_model: str | dict[str, Any] | None = None) -> dict[str, Any]:
+    """Evaluate ``perspectives`` and return the run summary (also written to ``out``).
+
+    ``base_model`` (folder, .gguf, alias or hub id) names the dense model a downloaded checkpoint was
+    made from, so the report pairs the two (by weights hash where the base resolves here).
+
+    ``divergence``: a :class:`comptrust.divergence.DivergencePlan` (reference and/or comparison).
+    """
     from comptrust.runner import evaluate as run
 
     if limit is not None and limit < 1:
@@ -44,8 +51,19 @@ def evaluate(backend: Backend, perspectives: list[str], *, data_dir: str | Path 
         raise ConfigError(f"--samples must be at least 1 (got {samples})", "omit --samples to use the benchmark's n")
     options = EvalOptions(limit=limit, samples=samples, seed=seed, profile=profile, scenarios=scenarios,
                           max_new_tokens=max_new_tokens, extra=dict(extra or {}))
+    declared = declare_base_model(base_model) if isinstance(base_model, str) else base_model
     data = open_source(data_dir, smoke=smoke, hub_revision=hub_revision)
-    return run(backend, perspectives, data, options, Path(out) if out else None, cache=cache, quiet=quiet)
+    return run(backend, perspectives, data, options, Path(out) if out else None, cache=cache, quiet=quiet,
+               divergence=divergence, base_model=declared)
+
+
+def declare_base_model(spec: str) -> dict[str, Any]:
+    """``--base-model SPEC`` as a record: hashed when it resolves here, kept by name when it cannot
+    (a hub id offline), in which case the report pairs by name and says so."""
+    from comptrust.compression.checkpoint import declared_base
+    from comptrust.models import local_model_hash
+
+    return declared_base(spec, local_model_hash)
 
 
 def read_run(run_dir: str | Path) -> dict[str, Any]:

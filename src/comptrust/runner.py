@@ -153,14 +153,20 @@ def score_samples(perspective: Perspective, samples: Sequence[Sample], responses
     return [ScoredSample(s, list(r), o) for (s, r), o in zip(pairs, outcomes, strict=True)]
 
 
-def run_spec(backend: Backend, perspectives: Sequence[str], data: DataSource, options: EvalOptions) -> dict:
-    """Everything that determines a run's numbers, plus the environment it ran in."""
+def run_spec(backend: Backend, perspectives: Sequence[str], data: DataSource, options: EvalOptions,
+             base_model: dict[str, Any] | None = None) -> dict:
+    """Everything that determines a run's numbers, plus the environment it ran in.
+
+    ``base_model``: the dense model the user says this one derives from (``--base-model``).
+    """
     import numpy
     import torch
 
+    from comptrust.compression.checkpoint import with_declared_base
+
     return {
         "comptrust_version": __version__,
-        "model": backend.info(),
+        "model": with_declared_base(backend.info(), base_model),
         "perspectives": list(perspectives),
         "data": data.describe(),
         "options": asdict(options),
@@ -278,12 +284,19 @@ def check_scenarios(instances: Sequence[Perspective], options: EvalOptions) -> N
 
 
 def evaluate(backend: Backend, perspectives: Sequence[str], data: DataSource, options: EvalOptions,
-             run_dir: Path | None = None, cache: Cache | None = None, quiet: bool = True) -> dict[str, Any]:
-    """Evaluate ``perspectives`` and write the run directory; returns the summary dict."""
+             run_dir: Path | None = None, cache: Cache | None = None, quiet: bool = True,
+             divergence: Any = None, base_model: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Evaluate ``perspectives`` and write the run directory; returns the summary dict.
+
+    ``divergence``: a :class:`comptrust.divergence.DivergencePlan` (``--divergence``,
+    ``--divergence-from``), run after each generating perspective is written.
+    """
     check_profile(options.profile)
     instances = [get_perspective(p) for p in perspectives]  # fail on a bad name before any work
     check_scenarios(instances, options)
-    spec = run_spec(backend, perspectives, data, options)
+    if divergence is not None:
+        divergence.prepare(backend, [p.name for p in instances if getattr(p, "kind", "generate") != "loglik"])
+    spec = run_spec(backend, perspectives, data, options, base_model)
     spec["run_id"] = run_id(spec)
     run = RunDir(run_dir or default_run_dir(backend, spec)).prepare()
     moved = claim_run_dir(run, spec)
@@ -321,6 +334,12 @@ def evaluate(backend: Backend, perspectives: Sequence[str], data: DataSource, op
                             for s in scored],
                     result=entry,
                 )
+                if divergence is not None and getattr(perspective, "kind", "generate") != "loglik":
+                    with progress.status(f"{perspective.name}: divergence from dense (teacher forcing)"):
+                        cost = divergence.after_perspective(backend, perspective.name, scored,
+                                                            run.perspective_dir(perspective.name), spec["model"])
+                    if cost:
+                        entry["divergence"] = cost
                 summary["perspectives"][perspective.name] = entry
                 summary["data"] = data.describe()  # now with the commit the hub downloads resolved to
                 summary["finished"] = False

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from comptrust.backends.cpu_attention import kv_cache_dtype
-from comptrust.backends.kv_cache import ReservedCache, SlotCache
+from comptrust.backends.kv_cache import ReservedCache, SlotCache, sliding_window
 from comptrust.backends.sampling import next_tokens, seed_tensor
 
 
@@ -181,6 +181,7 @@ class ContinuousBatcher:
         self.device = next(model.parameters()).device
         self.stats = SchedulerStats()
         self._bool_mask = getattr(model.config, "_attn_implementation", "sdpa") != "eager"
+        self._window = sliding_window(model.config)  # sliding-window layers get their own mask (Gemma 3)
         import inspect
 
         self._keep = ({"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters
@@ -386,9 +387,14 @@ class ContinuousBatcher:
         positions = lengths + index.clamp(min=0)
         columns = torch.where(real, positions, self.cache.spare_column)
         key_length = max(r.length + len(c) for r, c in zip(rows, chunks, strict=True))
-        mask = torch.arange(key_length)[None, None, :] <= positions[:, :, None]
+        keys = torch.arange(key_length)[None, None, :]
+        mask = keys <= positions[:, :, None]
+        attention = self._mask(mask[:, None])
+        if self._window:  # one mask per layer type, as transformers' create_masks_for_generate makes them
+            window = mask & (keys > positions[:, :, None] - self._window)
+            attention = {"full_attention": attention, "sliding_attention": self._mask(window[:, None])}
         self.cache.plan.set(start, start + k, columns.to(self.device), key_length)
-        out = self.model(input_ids=ids.to(self.device), attention_mask=self._mask(mask[:, None]),
+        out = self.model(input_ids=ids.to(self.device), attention_mask=attention,
                          position_ids=positions.to(self.device), past_key_values=self.cache, use_cache=True,
                          **self._keep)
         for r, c in zip(rows, chunks, strict=True):

@@ -27,10 +27,10 @@ from typing import Any
 from comptrust.backends.base import OnResult
 from comptrust.backends.continuous import ContinuousBatcher, Request, SchedulerStats
 from comptrust.backends.cpu_attention import cpu_attention, kv_cache_dtype
-from comptrust.backends.kv_cache import reservable, reserved_cache
+from comptrust.backends.kv_cache import reserved_cache, slot_compatible
 from comptrust.backends.kv_quant import parse_kv_cache, quantized_cache
 from comptrust.backends.sampling import SAMPLER, RowSampler
-from comptrust.chat import check_template, prompt_token_ids, render
+from comptrust.chat import choose_template, prompt_token_ids, render
 from comptrust.compression.activations import describe_activation_quantization, prepare_quantized_forward
 from comptrust.errors import BackendError, ConfigError
 from comptrust.models import ModelRef, load_causal_lm, quiet_transformers, resolve_model, weights_fingerprint
@@ -90,6 +90,18 @@ def available_host_memory() -> int:
         return os.sysconf("SC_PHYS_PAGES") * page // 2
 
 
+def position_limit(model: Any) -> int | None:
+    """Positions a model with a learned position table can take (OPT: 2048), None for rotary/ALiBi models."""
+    import torch
+
+    inputs = model.get_input_embeddings()
+    limits = [module.num_embeddings - int(getattr(module, "offset", 0))
+              for name, module in model.named_modules()
+              if isinstance(module, torch.nn.Embedding) and module is not inputs
+              and name.rsplit(".", 1)[-1] in ("embed_positions", "wpe", "position_embeddings")]
+    return min(limits) if limits else None
+
+
 def common_prefix_length(prompts: list[list[int]]) -> int:
     """Tokens all prompts share at the start, leaving at least one token of each to feed generate()."""
     limit = min(len(p) for p in prompts) - 1
@@ -114,7 +126,7 @@ class HFBackend:
         give the same texts (tested), so it is not part of the fingerprint.  ``kv_cache`` ("int4"/"int2"):
         a quantized KV cache (backends/kv_quant.py), which runs static batches.
         """
-        check_template(chat_template)
+        chat_template, self.chat_template_warning = choose_template(chat_template, tokenizer)  # raw if none
         if scheduler not in SCHEDULERS:
             raise ConfigError(f"unknown scheduler {scheduler!r}", f"choose one of: {', '.join(SCHEDULERS)}")
         self.scheduler = scheduler
@@ -164,6 +176,11 @@ class HFBackend:
         except (OSError, ValueError) as exc:
             raise BackendError(f"cannot load the model in {ref.path} ({str(exc).splitlines()[0]})",
                                "check that the folder holds a complete Hugging Face causal LM") from exc
+        except (ImportError, RuntimeError) as exc:  # a quantizer's package or GPU is missing: its own words say which
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise BackendError(f"transformers cannot load {ref.path} here: {first}",
+                               "install what it names, or evaluate the checkpoint's base model on this machine"
+                               ) from exc
         if not placement:
             model.to(device)
         model.eval()
@@ -187,7 +204,8 @@ class HFBackend:
         return {
             "backend": self.name, "fingerprint": self.fingerprint, "name": self.ref.name,
             "path": str(self.ref.path), "source": self.ref.source, "weights_sha256": self.weights_hash,
-            "chat_template": self.chat_template, "dtype": str(self.model.dtype), "device": str(self.device),
+            "chat_template": self.chat_template, "chat_template_warning": self.chat_template_warning,
+            "dtype": str(self.model.dtype), "device": str(self.device),
             "batch_size": self.requested_batch_size or "auto", "compression": self.ref.manifest(),
             "scheduler": self.scheduler if self._continuous() else "static",
             "activation_quantization": describe_activation_quantization(self.model),
@@ -203,22 +221,42 @@ class HFBackend:
 
         Both schedulers attend alike (``cpu_attention``: the same numbers on a CPU), so their texts agree.
         """
+        self._check_positions(rows)
         continuous = self._continuous()  # before cpu_attention renames the attention implementation
         with cpu_attention(self.model):
             if continuous:
                 return self._generate_continuous(rows, on_result)
             return self._generate_static(rows, on_result)
 
+    def _check_positions(self, rows: Sequence[GenRow]) -> None:
+        """A one-line error, before any work, where a row needs positions a learned-position model lacks.
+
+        OPT and GPT-2 look each position up in a table of ``max_position_embeddings`` rows: a prompt
+        plus its new tokens past the table ended in "IndexError: index out of range in self" mid-run.
+        Rotary models have no such table and are not checked (llamacpp checks its context likewise).
+        """
+        limit = position_limit(self.model)
+        if limit is None:
+            return
+        for row in rows:
+            prompt = len(self._encode(self.prompt_text(row.messages)))
+            if prompt + row.params.max_tokens > limit:
+                hint = ("pass a smaller --max-new-tokens" if prompt < limit else
+                        "leave this perspective out (--perspectives) or evaluate a model with a longer context")
+                raise BackendError(f"a prompt of {prompt} tokens + {row.params.max_tokens} new tokens exceeds the "
+                                   f"{limit} positions {type(self.model).__name__} has learned", hint)
+
     def _continuous(self) -> bool:
         """Whether this model can run continuous batching (else static batches).
 
-        It needs every layer's cache kept per row (full attention, see ``kv_cache.reservable``) and an
+        It needs every layer's cache kept per row (full or per-layer sliding-window attention, see
+        ``kv_cache.slot_compatible``) and an
         attention implementation that takes a 4-D mask (SDPA or eager).
         A quantized KV cache (``--kv-cache``) keeps KIVI's batch-wide residual window, which the per-row
         slots do not implement: it runs static batches.
         """
         attention = getattr(self.model.config, "_attn_implementation", "sdpa")
-        return (self.scheduler == "continuous" and self.kv_quant is None and reservable(self.model.config)
+        return (self.scheduler == "continuous" and self.kv_quant is None and slot_compatible(self.model.config)
                 and attention in ("sdpa", "eager"))
 
     def _generate_continuous(self, rows: Sequence[GenRow], on_result: OnResult | None) -> list[Completion]:
@@ -315,6 +353,12 @@ class HFBackend:
             except torch.OutOfMemoryError as exc:  # long few-shot prompts: halve an automatic batch
                 self._loglik_prefixes.clear()
                 batch = self._smaller_batch_after(exc, batch)
+
+    def teacher_force(self, requests: list[Any], k: int) -> list[Any]:
+        """Top-``k`` and requested log-probabilities at each response token (divergence from dense)."""
+        from comptrust.divergence import hf_teacher_force
+
+        return hf_teacher_force(self.model, requests, k)
 
     # ---- internals --------------------------------------------------------------------
 

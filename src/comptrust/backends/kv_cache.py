@@ -141,6 +141,32 @@ def reservable(config: Any) -> bool:
     return all(t == FULL_ATTENTION for t in (layer_types or [FULL_ATTENTION]))
 
 
+SLIDING_ATTENTION = "sliding_attention"
+
+
+def sliding_window(config: Any) -> int | None:
+    """The window of a model whose decoder mixes full and sliding-window layers (Gemma 3), else None."""
+    text = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
+    layer_types = getattr(text, "layer_types", None) or []
+    return getattr(text, "sliding_window", None) if SLIDING_ATTENTION in layer_types else None
+
+
+def slot_compatible(config: Any) -> bool:
+    """Whether :class:`SlotCache` can hold every layer: full attention, or sliding windows declared per layer.
+
+    A sliding layer's slot keeps every column (no rolling buffer) and the continuous batcher gives
+    those layers a window mask (``kv_idx > q_idx - window`` on the row's own columns, transformers'
+    ``sliding_window_overlay``), so a row attends to what it would attend to alone.  Models with a
+    ``sliding_window`` but no ``layer_types`` (older Mistral configs) or linear-attention layers are not.
+    """
+    text = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
+    layer_types = getattr(text, "layer_types", None)
+    if not layer_types:
+        return reservable(config)
+    return all(t in (FULL_ATTENTION, SLIDING_ATTENTION) for t in layer_types) and (
+        SLIDING_ATTENTION not in layer_types or bool(getattr(text, "sliding_window", None)))
+
+
 def reserved_cache(config: Any, capacity: int) -> ReservedCache | None:
     """A cache for ``capacity`` positions per row, or None where the model needs transformers' own."""
     if not reservable(config):

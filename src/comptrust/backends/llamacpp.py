@@ -25,7 +25,7 @@ from typing import Any
 
 from comptrust.backends.base import OnResult
 from comptrust.backends.sampling import SAMPLER, RowSampler
-from comptrust.chat import check_template, prompt_token_ids, render
+from comptrust.chat import choose_template, prompt_token_ids, render
 from comptrust.errors import BackendError, ConfigError
 from comptrust.types import Completion, GenRow
 
@@ -59,7 +59,7 @@ class LlamaCppBackend:
 
     def __init__(self, gguf: Path, tokenizer: Any, label: str, chat_template: str = "model",
                  batch_size: int | None = None, threads: int | None = None, source: str = "gguf") -> None:
-        check_template(chat_template)
+        chat_template, self.chat_template_warning = choose_template(chat_template, tokenizer)  # raw if none
         llama_cpp = import_llama_cpp()
         from comptrust.compression.gguf_file import describe_gguf
 
@@ -105,7 +105,8 @@ class LlamaCppBackend:
         return {
             "backend": self.name, "fingerprint": self.fingerprint, "name": self.label, "path": str(self.gguf),
             "source": self.source, "weights_sha256": self.weights_hash, "chat_template": self.chat_template,
-            "dtype": self.file["gguf_type"], "gguf": self.file, "device": "cpu" if not _gpu_offload() else "gpu",
+            "chat_template_warning": self.chat_template_warning, "dtype": self.file["gguf_type"], "gguf": self.file,
+            "device": "cpu" if not _gpu_offload() else "gpu",
             "threads": self.threads, "batch_size": self.requested_batch_size or DEFAULT_BATCH,
             "compression": gguf_manifest(self.gguf),
             "versions": {"llama-cpp-python": package_version("llama-cpp-python"), "gguf": package_version("gguf")},
@@ -160,6 +161,31 @@ class LlamaCppBackend:
         tables = self._score_inputs(first)
         return [[float(sum(float(tables[key][start + k][tok]) for k, tok in enumerate(cont)))
                  for key, start, cont in row] for row in plan]
+
+    def teacher_force(self, requests: list[Any], k: int) -> list[Any]:
+        """Top-``k`` and requested log-probabilities at each response token, from llama.cpp's full logits."""
+        import torch
+
+        from comptrust.divergence import from_log_softmax
+
+        too_long = [len(r.ids) for r in requests if len(r.ids) > self.n_ctx_train]
+        if too_long:
+            raise BackendError(f"a response of {too_long[0]} tokens with its prompt exceeds the model's context "
+                               f"of {self.n_ctx_train}", "pass a smaller --divergence-responses or --max-new-tokens")
+        out = []
+        batch = self.requested_batch_size or DEFAULT_BATCH
+        for begin in range(0, len(requests), batch):  # a batch's full rows at a time (positions x vocabulary)
+            chunk = requests[begin:begin + batch]
+            first: dict[tuple[int, ...], int] = {}
+            for r in chunk:  # the input is every token but the last; position q predicts ids[q]
+                key = tuple(r.ids[:-1])
+                first[key] = min(first.get(key, r.start), r.start)
+            tables = self._score_inputs(first)
+            for r in chunk:
+                table = tables[tuple(r.ids[:-1])]
+                rows = torch.stack([table[q] for q in range(r.start, len(r.ids))])
+                out.append(from_log_softmax(rows, k, r.support))
+        return out
 
     # ---- internals --------------------------------------------------------------------
 
@@ -293,7 +319,10 @@ def load_tokenizer(gguf: Path) -> Any:
         if (folder / "tokenizer_config.json").is_file() or (folder / "tokenizer.json").is_file():
             tokenizer = AutoTokenizer.from_pretrained(folder)
         else:
-            tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf.name)
+            from comptrust.gguf_tokenizer import gguf_hf_tokenizer
+
+            # transformers converts a Gemma vocabulary wrongly; comptrust rebuilds it (gguf_tokenizer.py)
+            tokenizer = gguf_hf_tokenizer(gguf) or AutoTokenizer.from_pretrained(folder, gguf_file=gguf.name)
             _eos_from_metadata(tokenizer, gguf)
     except (OSError, ValueError, KeyError) as exc:
         raise BackendError(f"cannot build a tokenizer for {gguf.name} ({str(exc).splitlines()[0][:160]})",

@@ -36,6 +36,37 @@ LOGLIK_HINT = ("MMLU needs a server with /v1/completions, echo and logprobs (vLL
                "--backend hf")
 
 
+DIVERGENCE_HINT = ("divergence from dense needs /v1/completions with echo, logprobs and token ids "
+                   "(vLLM's server: return_tokens_as_token_ids); or evaluate with --backend hf, llamacpp or vllm")
+
+
+def _token_id(key: str) -> int:
+    """vLLM's ``return_tokens_as_token_ids`` writes tokens as ``token_id:123``."""
+    if not key.startswith("token_id:"):
+        raise BackendError(f"the server named a token {key[:30]!r}, not its id", DIVERGENCE_HINT)
+    return int(key[len("token_id:"):])
+
+
+def echoed_tables(data: dict[str, Any], ids: Sequence[int], start: int) -> list[dict[int, float]]:
+    """``{token id: logprob}`` per position ``start..len(ids)-1`` of an echo + logprobs answer."""
+    try:
+        logprobs = data["choices"][0]["logprobs"]
+        tokens, values, tops = logprobs["tokens"], logprobs["token_logprobs"], logprobs["top_logprobs"]
+        tables = []
+        for q in range(start, len(ids)):
+            table = {_token_id(t): float(v) for t, v in (tops[q] or {}).items()}
+            if _token_id(tokens[q]) != ids[q]:
+                raise BackendError(f"the server echoed token {tokens[q]!r} where token_id:{ids[q]} was sent",
+                                   DIVERGENCE_HINT)
+            if values[q] is not None:
+                table[ids[q]] = float(values[q])
+            tables.append(table)
+        return tables
+    except (KeyError, IndexError, TypeError, ValueError):
+        raise BackendError("the server returned no per-token top log-probabilities for the prompt",
+                           DIVERGENCE_HINT) from None
+
+
 def continuation_logprob(context: Sequence[str], tokens: Sequence[str], values: Sequence[float | None],
                          choice: str) -> float:
     """Sum of the log-probabilities of the tokens that follow ``context`` in ``tokens``."""
@@ -257,6 +288,29 @@ class OpenAIBackend:
                 row.append(continuation_logprob(context, tokens, values, choice))
             out.append(row)
         return out
+
+    def teacher_force(self, requests: list[Any], k: int) -> list[Any]:
+        """Divergence from dense: ``/completions`` on the reference's token ids with ``echo`` and ``logprobs``.
+
+        The server returns its own top ``k`` per position (and the prompt token's), keyed by token id
+        with vLLM's ``return_tokens_as_token_ids``; dense top-K tokens outside those are merged into
+        the rest cell.  OpenAI's own API allows at most 5 and no token ids: it cannot do this.
+        """
+        from comptrust.divergence import from_top_dicts
+
+        def one(request: Any) -> Any:
+            body = {"model": self.model, "prompt": list(request.ids), "max_tokens": 1, "temperature": 0.0,
+                    "logprobs": k, "echo": True, "return_tokens_as_token_ids": True}
+            try:
+                data = self._request("POST", "/completions", body)
+            except BackendError as exc:
+                if getattr(exc, "status", None) in UNSUPPORTED_STATUS:
+                    raise BackendError(f"{exc.problem} (divergence needs prompt log-probabilities)",
+                                       DIVERGENCE_HINT) from exc
+                raise
+            return from_top_dicts(echoed_tables(data, request.ids, request.start), k, request.support)
+
+        return self._parallel(one, requests)
 
     def close(self) -> None:
         self.client.close()

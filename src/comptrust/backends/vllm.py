@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from comptrust.backends.base import OnResult
-from comptrust.chat import check_template, prompt_token_ids, render
+from comptrust.chat import choose_template, prompt_token_ids, render
 from comptrust.errors import BackendError, ConfigError
 from comptrust.models import ModelRef, resolve_model, weights_fingerprint
 from comptrust.types import Completion, GenRow
@@ -81,7 +81,7 @@ class VLLMBackend:
 
     def __init__(self, llm: Any, tokenizer: Any, ref: ModelRef, chat_template: str = "model",
                  batch_size: int | None = None, dtype: str = "auto", ignore_eos: bool = False) -> None:
-        check_template(chat_template)
+        chat_template, self.chat_template_warning = choose_template(chat_template, tokenizer)  # raw if none
         self.llm = llm
         self.tokenizer = tokenizer
         self.ref = ref
@@ -117,7 +117,8 @@ class VLLMBackend:
         vllm = import_vllm()
         return {"backend": self.name, "fingerprint": self.fingerprint, "name": self.ref.name,
                 "path": str(self.ref.path), "source": self.ref.source, "weights_sha256": self.weights_hash,
-                "chat_template": self.chat_template, "dtype": self.dtype, "device": "cuda",
+                "chat_template": self.chat_template, "chat_template_warning": self.chat_template_warning,
+                "dtype": self.dtype, "device": "cuda",
                 "batch_size": self.batch_size or "auto", "compression": self.ref.manifest(),
                 "versions": {"vllm": vllm.__version__}}
 
@@ -165,3 +166,27 @@ class VLLMBackend:
             flat.append(sum(per_position[start + k][tok].logprob for k, tok in enumerate(cont)))
         width = len(choices)
         return [flat[i * width:(i + 1) * width] for i in range(len(prompts))]
+
+    def teacher_force(self, requests: list[Any], k: int) -> list[Any]:
+        """Divergence from dense: vLLM's prompt log-probabilities at each response token.
+
+        vLLM returns, per prompt position, its own top ``k`` and the prompt token itself, not the
+        probability of any token asked for; dense top-K tokens outside those are merged into the
+        rest cell (``divergence.coarse_kl``), and the comparison says so.
+        """
+        vllm = import_vllm()
+        from comptrust.divergence import from_top_dicts
+
+        params = vllm.SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=k)
+        outputs = self.llm.generate([{"prompt_token_ids": list(r.ids)} for r in requests], params, use_tqdm=False)
+        return [from_top_dicts(vllm_prompt_tables(out.prompt_logprobs, r.start, len(r.ids)), k, r.support)
+                for r, out in zip(requests, outputs, strict=True)]
+
+
+def vllm_prompt_tables(prompt_logprobs: Sequence[Any], start: int, end: int) -> list[dict[int, float]]:
+    """``{token id: logprob}`` per position ``start..end-1`` from vLLM's ``prompt_logprobs`` (Logprob objects)."""
+    tables = []
+    for q in range(start, end):
+        entry = prompt_logprobs[q] or {}
+        tables.append({int(t): float(getattr(v, "logprob", v)) for t, v in entry.items()})
+    return tables

@@ -257,6 +257,8 @@ class MmluPerspective(Perspective):
 
     # ---- scoring ----------------------------------------------------------------------
 
+    verdict_basis: ClassVar[str] = "good = the most likely letter is the answer; no refusals (log-likelihood)"
+
     def score(self, sample: Sample, responses: list[str], profile: str) -> dict[str, Any]:
         """A response is the predicted letter (``comptrust score`` also accepts text answers)."""
         check_profile(profile)

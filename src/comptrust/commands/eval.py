@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from comptrust.chat import TEMPLATES
 from comptrust.commands._common import add_profile, add_threads, common_parser, parse_key_values, print_summary
 from comptrust.registry import PERSPECTIVES, TRUST_PERSPECTIVES
 
@@ -38,15 +39,28 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     api_opts.add_argument("--api-key-env", help="environment variable holding the API key (default OPENAI_API_KEY)")
     api_opts.add_argument("--concurrency", type=int, help="requests in flight (default 8)")
     api_opts.add_argument("--timeout", type=float, help="seconds per request before a retry (default 120)")
-    p.add_argument("--chat-template", choices=("model", "llama-2", "vicuna_v1.1"),
-                   help="prompt format: the model's own (default) or DecodingTrust's llama-2 / vicuna_v1.1")
+    p.add_argument("--chat-template", choices=TEMPLATES,
+                   help="prompt format: the model's own (default; raw, with a warning, for a model without one), "
+                        "raw (plain text for base models, docs/prompts.md) or DecodingTrust's llama-2 / vicuna_v1.1")
     p.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"),
                    help="compute dtype for --backend hf (auto: bfloat16 on GPUs and on CPUs with AMX or "
                         "AVX512-BF16, else float32)")
+    p.add_argument("--base-model", metavar="PATH_OR_ID",
+                   help="the dense model a downloaded quantized checkpoint was made from (folder, .gguf, alias or "
+                        "hub id): recorded so 'comptrust report' pairs the two (default: the checkpoint's own "
+                        "model card or GGUF header, where it names one)")
     p.add_argument("--allow-pickle", action="store_true", help="load pickle .bin weights (runs code: trusted only)")
     p.add_argument("--toxicity-scorer", default="offline", help="offline (default), perspective or detoxify")
     p.add_argument("--option", action="append", metavar="KEY=VALUE",
                    help="perspective-specific option, e.g. ethics_train_file=cm_train.csv (repeatable)")
+    div = p.add_argument_group("divergence from dense (teacher forcing; docs/reports.md)")
+    div.add_argument("--divergence", action="store_true",
+                     help="store this (dense) model's top-20 next-token log-probabilities on its own responses, "
+                          "so compressed runs can be compared with it")
+    div.add_argument("--divergence-from", metavar="DENSE_RUN",
+                     help="score the dense run's responses with this model: token KL and same-top-token rate")
+    div.add_argument("--divergence-responses", type=int, default=None, metavar="N",
+                     help="responses per perspective in the reference (default 100)")
     add_threads(p)
     p.set_defaults(func=run)
 
@@ -76,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
     from comptrust.progress import Progress
 
     perspectives = selected_perspectives(args.perspectives, args.benign)
+    base_model = api.declare_base_model(args.base_model) if args.base_model else None  # before loading gigabytes
     extra = parse_key_values(args.option)
     extra.setdefault("toxicity_scorer", args.toxicity_scorer)
     if args.limit is not None and args.limit < 1:
@@ -104,11 +119,25 @@ def run(args: argparse.Namespace) -> int:
         with Progress(quiet=args.quiet):  # library load bars (GGUF, decompression) show as its rows
             backend = api.load_model(args.model, backend=args.backend, batch_size=args.batch_size,
                                      chat_template=args.chat_template, allow_pickle=args.allow_pickle, **hf_only)
+    divergence = None
+    if args.divergence or args.divergence_from:
+        from pathlib import Path
+
+        from comptrust.divergence import DEFAULT_MAX_RESPONSES, DivergencePlan
+
+        divergence = DivergencePlan(reference=args.divergence,
+                                    compare_with=Path(args.divergence_from) if args.divergence_from else None,
+                                    max_responses=(DEFAULT_MAX_RESPONSES if args.divergence_responses is None
+                                                   else args.divergence_responses))
+    elif args.divergence_responses is not None:
+        from comptrust.errors import ConfigError
+
+        raise ConfigError("--divergence-responses applies with --divergence", "add --divergence, or drop it")
     summary = api.evaluate(
         backend, perspectives, data_dir=args.data_dir, smoke=args.smoke, hub_revision=args.hub_revision,
         limit=args.limit, samples=args.samples, seed=args.seed, profile=args.profile,
         scenarios=args.scenarios.split(",") if args.scenarios else None, max_new_tokens=args.max_new_tokens,
-        out=args.out, quiet=args.quiet, extra=extra,
+        out=args.out, quiet=args.quiet, extra=extra, base_model=base_model, divergence=divergence,
     )
     print_summary(summary, args.quiet)
     return 0

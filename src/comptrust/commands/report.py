@@ -29,8 +29,25 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         "power, and no drop may reach it (default 5)")
     p.add_argument("--top", type=int, default=3, metavar="K",
                    help="drill-down: samples shown per perspective whose outcome changed most (default 3)")
+    p.add_argument("--pair", action="append", metavar="VARIANT_RUN=DENSE_RUN", default=[],
+                   help="pair a downloaded checkpoint's run with its dense model's run when the checkpoint names "
+                        "no base (or only by name); both folders must also be given as RUN_DIR (repeatable)")
     p.set_defaults(func=run)
     return p
+
+
+def parse_pairs(values: list[str]) -> dict[Path, Path]:
+    """``VARIANT_RUN=DENSE_RUN`` strings -> {variant folder: dense folder}."""
+    from comptrust.errors import ConfigError
+
+    pairs: dict[Path, Path] = {}
+    for value in values:
+        variant, sep, dense = value.partition("=")
+        if not sep or not variant or not dense:
+            raise ConfigError(f"--pair {value!r} is not VARIANT_RUN=DENSE_RUN",
+                              "write e.g. --pair runs/gptq-download=runs/dense")
+        pairs[Path(variant)] = Path(dense)
+    return pairs
 
 
 def write_report_whole(run_dirs: list[Path], out: Path, **options: Any) -> dict[str, Path]:
@@ -47,6 +64,7 @@ def write_report_whole(run_dirs: list[Path], out: Path, **options: Any) -> dict[
 def run(args: argparse.Namespace) -> int:
     paths = write_report_whole(args.run_dirs, args.out, n_bootstrap=args.bootstrap, seed=args.seed,
                                top_samples=args.top, detectable_drop=args.detectable_drop,
+                               pairs=parse_pairs(args.pair),
                                on_warning=lambda text: print(text, file=sys.stderr))
     if getattr(args, "quiet", False):
         print(paths["html"])

@@ -87,5 +87,7 @@ def _awq_cpu_without_pinning() -> Iterator[None]:
 
 
 def ignore_list() -> list[str]:
-    """Layers llm-compressor must leave alone (a copy, since modifiers may keep it)."""
-    return list(IGNORE)
+    """Layers llm-compressor must leave alone (a copy, since modifiers may keep it): lm_head and MoE routers."""
+    from comptrust.compression.moe import ROUTER_IGNORE
+
+    return list(IGNORE) + list(ROUTER_IGNORE)

@@ -48,6 +48,24 @@ def converter_path() -> Path:
     return path
 
 
+def converter_supports(architecture: str) -> bool:
+    """Whether llama.cpp's converter registers a model class for ``architecture`` (``OPTForCausalLM``: no).
+
+    Read from its sources (``ModelBase.register("LlamaForCausalLM", ...)``) without importing it; a
+    missing converter counts as supporting everything, since ``require_gguf_tools`` reports that first.
+    """
+    try:
+        converter = converter_path()
+    except ConfigError:
+        return True
+    sources = [converter, *sorted((converter.parent / "conversion").glob("*.py"))]
+    names: set[str] = set()
+    for path in sources:
+        for call in re.findall(r"register\(([^)]*)\)", path.read_text(encoding="utf-8", errors="replace")):
+            names.update(re.findall(r"[\"']([A-Za-z0-9_]+)[\"']", call))
+    return architecture in names
+
+
 def llama_cpp_available() -> bool:
     try:
         return importlib.util.find_spec("llama_cpp") is not None

@@ -69,6 +69,7 @@ def describe_gguf(path: str | Path) -> dict[str, Any]:
         "file": path.name, "file_size_bytes": path.stat().st_size,
         "gguf_type": file_type_name(_field(reader, "general.file_type")),
         "architecture": _field(reader, "general.architecture"), "name": _field(reader, "general.name"),
+        "metadata": {key: _field(reader, key) for key in reader.fields if key.startswith("general.base_model.")},
         "tensor_types": dict(sorted(tensor_types.items())),
         "storage": {
             "effective_bits_per_weight": round(8 * linear_bytes / linear_weights, 4) if linear_weights else None,

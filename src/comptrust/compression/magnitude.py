@@ -58,6 +58,28 @@ def nm_mask(weight: torch.Tensor, n: int, m: int) -> torch.Tensor:
     return keep.reshape(rows, cols)
 
 
+def linearize_experts(model: torch.nn.Module) -> None:
+    """One Linear per expert in place of transformers 5's fused 3-D experts, as llm-compressor's methods get.
+
+    Without it a MoE's experts (most of its weights) would not be pruned at all; saving then writes them
+    per expert under the family's checkpoint names (``moe.expert_save_names``).
+    """
+    if not any(p.dim() == 3 for p in model.parameters()):  # no fused experts (every dense model)
+        return
+    from comptrust.compression.engine import _quiet_env
+
+    _quiet_env()
+    try:
+        from llmcompressor.modeling.moe.linearize import get_non_linearized_moes, linearize_moe
+    except ImportError:
+        from comptrust.errors import ConfigError
+
+        raise ConfigError("pruning a mixture-of-experts model needs llm-compressor (it splits the fused experts)",
+                          "compress in the main environment (make install)") from None
+    if get_non_linearized_moes(model):
+        linearize_moe(model)
+
+
 class MagnitudeCompressor:
     name = "magnitude"
     kind = "pruning"
@@ -71,6 +93,7 @@ class MagnitudeCompressor:
         from comptrust.errors import ConfigError
 
         assert config.sparsity is not None
+        linearize_experts(model)
         layers = target_linears(model)
         if config.nm is not None:
             n, m = config.nm

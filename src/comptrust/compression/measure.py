@@ -19,9 +19,10 @@ from typing import Any
 import torch
 
 from comptrust.compression.base import AUTO_GROUP_SIZES, IGNORE
+from comptrust.compression.moe import ROUTER_IGNORE
 from comptrust.errors import ConfigError
 
-_IGNORE_RE = [re.compile(p[3:]) for p in IGNORE if p.startswith("re:")]
+_IGNORE_RE = [re.compile(p[3:]) for p in IGNORE + ROUTER_IGNORE if p.startswith("re:")]
 LIBRARIES = ("comptrust", "torch", "transformers", "llmcompressor", "compressed-tensors", "safetensors", "gguf",
              "llama-cpp-python")
 
@@ -30,6 +31,23 @@ def target_linears(model: torch.nn.Module) -> dict[str, torch.nn.Linear]:
     """Every Linear layer that compression touches (all but lm_head), by module name."""
     return {name: module for name, module in model.named_modules()
             if isinstance(module, torch.nn.Linear) and not any(r.fullmatch(name) for r in _IGNORE_RE)}
+
+
+def dense_modules(model: torch.nn.Module) -> dict[str, Any]:
+    """The ignore patterns and the modules they kept dense (lm_head, MoE routers), for the manifest.
+
+    Routers are counted whether or not they are ``Linear`` (transformers 5's ``TopKRouter`` is not,
+    and so is never a compression target anyway).
+    """
+    kept: dict[str, list[str]] = {}
+    for pattern in IGNORE + ROUTER_IGNORE:
+        regex = re.compile(pattern[3:])
+        names = [name for name, module in model.named_modules() if name and regex.fullmatch(name)
+                 and getattr(module, "weight", None) is not None]
+        if names:
+            kept[pattern] = names
+    return {"patterns": list(IGNORE + ROUTER_IGNORE), "modules": kept,
+            "count": sum(len(v) for v in kept.values())}
 
 
 def resolve_group_size(model: torch.nn.Module, requested: int | str) -> int | str:

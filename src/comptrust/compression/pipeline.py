@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from comptrust.compression.base import (
+    ACTIVATION_METHODS,
     FILE_METHODS,
-    IGNORE,
     MANIFEST_NAME,
     MANIFEST_VERSION,
     CompressionConfig,
@@ -66,7 +66,7 @@ def compress_model(model_path: str | Path, method: str, out_dir: str | Path | No
         say(f"reusing {out} (same model and config, key {key})")
         return out
     require_engine(method, config.gguf_type)
-    check_architecture(base, method)
+    check_architecture(base, method, config)
     preflight_group_size(base, config)
     # One process at a time per output folder: a second one waits, then reuses the first one's artifact.
     with exclusive(f"artifact-{stable_hash(str(out.resolve()), 16)}"):
@@ -95,7 +95,12 @@ def _resolve(model_path: str | Path) -> Path:
     return resolve_model(str(model_path)).path
 
 
-def check_architecture(base: Path, method: str) -> str:
+# llm-compressor 0.14.0.1 registers Gemma 2/3 with its default SmoothQuant mappings, which take
+# post_attention_layernorm to feed the MLP; in Gemma it normalises the attention output, and resolving fails.
+SMOOTHQUANT_BROKEN = ("Gemma2ForCausalLM", "Gemma3ForCausalLM")
+
+
+def check_architecture(base: Path, method: str, compression: CompressionConfig | None = None) -> str:
     """The model's architecture, if llm-compressor can compress it; else a one-line ModelError."""
     import json
 
@@ -105,15 +110,40 @@ def check_architecture(base: Path, method: str) -> str:
         raise ModelError(f"unsupported architecture {arch or config.get('model_type')!r}: comptrust compresses "
                          "decoder-only causal LMs", "pass a *ForCausalLM model such as Llama, Mistral or Qwen2")
     if method == "awq":
+        from comptrust.compression.awq import awq_mappings
+
+        if awq_mappings(arch) is None:
+            raise ModelError(f"AWQ has no layer mappings for {arch} in llm-compressor or comptrust",
+                             "use gptq or rtn for this model")
+    if method == "w8a8" and compression is not None and (compression.smoothing or 0) > 0:
         from comptrust.compression.engine import _quiet_env
 
         _quiet_env()
-        from llmcompressor.modifiers.transform.awq import AWQ_MAPPING_REGISTRY
+        from llmcompressor.modifiers.transform.smoothquant.utils import MAPPINGS_REGISTRY
 
-        if arch not in AWQ_MAPPING_REGISTRY:
-            raise ModelError(f"AWQ has no layer mappings for {arch} in llm-compressor",
-                             "use gptq or rtn for this model")
+        if arch not in MAPPINGS_REGISTRY or arch in SMOOTHQUANT_BROKEN:
+            raise ModelError(f"SmoothQuant has no usable layer mappings for {arch} in llm-compressor",
+                             "pass --smoothing 0 (GPTQ W8A8 without smoothing)")
+    if method in ACTIVATION_METHODS and is_moe(config):
+        # transformers 5.17 reloads a compressed MoE's experts fused: fp8 experts then run without their
+        # activation quantization, w8a8 (int8) and nvfp4 (packed fp4) experts fail to load or load wrong.
+        raise ModelError(f"{method} cannot be evaluated faithfully on the mixture-of-experts {arch}: transformers "
+                         "reloads its experts fused, without their activation quantization",
+                         "use rtn, gptq or awq (weight-only) or a pruning method for MoE models")
+    if method in FILE_METHODS:
+        from comptrust.compression.gguf import converter_supports
+
+        if not converter_supports(arch):
+            raise ModelError(f"llama.cpp's converter has no GGUF conversion for {arch}",
+                             "use an HF method (gptq, awq, fp8, ...) for this model")
     return arch
+
+
+def is_moe(config: dict[str, Any]) -> bool:
+    """Whether a config.json describes a mixture-of-experts model (Mixtral, Qwen-MoE, OLMoE, ...)."""
+    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
+    keys = ("num_local_experts", "num_experts", "n_routed_experts")
+    return any(isinstance(text.get(k), int) and text[k] > 1 for k in keys)
 
 
 # Formats whose group size is fixed by the format itself (not by --group-size).
@@ -254,6 +284,7 @@ class InMemory:
     layers: dict[str, int]
     params: int
     saves_compressed: bool
+    dense: dict[str, Any] | None = None  # ignore patterns and the modules they kept dense
 
 
 def run_compression(base: Path, config: CompressionConfig, say: Callable[[str], None] | None = None) -> InMemory:
@@ -261,7 +292,7 @@ def run_compression(base: Path, config: CompressionConfig, say: Callable[[str], 
     import torch
 
     from comptrust.compression.calibration import build_calibration
-    from comptrust.compression.measure import layer_sizes, resolve_group_size, sparsity_report
+    from comptrust.compression.measure import dense_modules, layer_sizes, resolve_group_size, sparsity_report
     from comptrust.registry import COMPRESSORS, get_class
 
     say = say or (lambda _msg: None)
@@ -277,7 +308,7 @@ def run_compression(base: Path, config: CompressionConfig, say: Callable[[str], 
         calibration = build_calibration(tokenizer, config.calib, config.seed)
         say(f"calibration: {len(calibration.input_ids)} samples of {config.calib.seqlen} tokens "
             f"from {config.calib.source}")
-    layers, params = layer_sizes(model)
+    params = layer_sizes(model)[1]
     torch.manual_seed(config.seed)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
@@ -285,18 +316,24 @@ def run_compression(base: Path, config: CompressionConfig, say: Callable[[str], 
     start = time.perf_counter()
     facts = compressor.compress(model, resolved, calibration)
     wall = time.perf_counter() - start
+    # After compressing: llm-compressor linearizes a MoE's fused experts into one Linear per expert,
+    # which are then among the compressed layers (before saving, which packs the weights).
+    layers = layer_sizes(model)[0]
+    dense = dense_modules(model)
     sparsity = sparsity_report(model, config.nm) if config.kind == "pruning" else None
     if config.kind == "pruning" and model.dtype != original_dtype:
         model.to(original_dtype)  # zeros stay zeros; the artifact keeps the base model's precision
     return InMemory(model, tokenizer, resolved, config, calibration, facts, wall, sparsity, layers, params,
-                    compressor.saves_compressed)
+                    compressor.saves_compressed, dense)
 
 
 def save_artifact(result: InMemory, out: Path, base: Path, key: str) -> None:
     """Write the HF folder (compressed-tensors when quantized) and its manifest into ``out``."""
     from comptrust.compression.measure import dir_size, storage_report, weights_size
+    from comptrust.compression.moe import expert_save_names
 
     dtype = str(result.model.dtype).removeprefix("torch.")
+    expert_save_names(result.model)  # Mixtral's per-expert tensors under its checkpoints' names (w1/w2/w3)
     with warnings.catch_warnings():
         # llm-compressor keeps weights "offloaded" to CPU; transformers warns about that on every save
         warnings.filterwarnings("ignore", message="Attempting to save a model with offloaded modules")
@@ -309,7 +346,8 @@ def save_artifact(result: InMemory, out: Path, base: Path, key: str) -> None:
         base, key, result.requested, _params(result.config),
         calibration=result.calibration.description if result.calibration else None, sparsity=result.sparsity,
         storage=storage_report(out, result.layers, result.params), weights_bytes=weights_size(out),
-        folder_bytes=dir_size(out), dtype=dtype, wall_time_s=result.wall_time_s, engine=result.facts)
+        folder_bytes=dir_size(out), dtype=dtype, wall_time_s=result.wall_time_s, engine=result.facts,
+        dense=result.dense)
     manifest["files"] = file_records(out)
     write_manifest(out, manifest)  # last: a folder without it is never mistaken for an artifact
 
@@ -317,8 +355,13 @@ def save_artifact(result: InMemory, out: Path, base: Path, key: str) -> None:
 def artifact_manifest(base: Path, key: str, config: CompressionConfig, params: dict[str, Any], *,
                       calibration: dict[str, Any] | None, sparsity: dict[str, Any] | None, storage: dict[str, Any],
                       weights_bytes: int, folder_bytes: int, dtype: str, wall_time_s: float,
-                      engine: dict[str, Any]) -> dict[str, Any]:
-    """``comptrust.json``: the same fields for every method (Hugging Face folder or GGUF file)."""
+                      engine: dict[str, Any], dense: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``comptrust.json``: the same fields for every method (Hugging Face folder or GGUF file).
+
+    ``ignored`` lists the patterns every modifier was given, ``dense_modules`` the modules of this model
+    they kept dense (lm_head, MoE routers); a GGUF has neither (its ``engine.tensor_types`` says what
+    llama.cpp stored each tensor as).
+    """
     import torch
 
     from comptrust.compression.measure import describe_base, library_versions, peak_memory
@@ -329,7 +372,8 @@ def artifact_manifest(base: Path, key: str, config: CompressionConfig, params: d
         "format": "comptrust-artifact", "manifest_version": MANIFEST_VERSION, "key": key,
         "method": config.method, "kind": config.kind, "config": config.to_json(),
         "params": params, "seed": config.seed, "calibration": calibration,
-        "base_model": base_info, "ignored": list(IGNORE), "sparsity": sparsity, "storage": storage,
+        "base_model": base_info, "ignored": dense["patterns"] if dense else [],
+        "dense_modules": dense["modules"] if dense else None, "sparsity": sparsity, "storage": storage,
         "size_bytes": folder_bytes, "weights_size_bytes": weights_bytes,
         "compression_ratio": round(base_info["size_bytes"] / max(1, weights_bytes), 4),
         "dtype": dtype, "device": "cuda" if torch.cuda.is_available() else "cpu",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from comptrust.data.source import DataSource
 from comptrust.errors import ConfigError
@@ -109,6 +109,32 @@ class Perspective(ABC):
     def prepare(self, options: EvalOptions, store: Any | None = None) -> None:  # noqa: B027
         """Hook run before scoring (e.g. load a toxicity classifier, attach a score cache)."""
 
+    # ---- per-sample verdicts (the report's answer flips; never used by a score) -------------
+
+    verdict_basis: ClassVar[str] = "correct = the sample's `correct` field; refusal = its `refusal` field"
+    """What "good" means for :meth:`item_verdict`, said in the report and docs/perspectives/."""
+    verdict_is_outcome: ClassVar[bool] = True
+    """Whether a one-response sample's verdict carries all its score changes (False for continuous
+    per-sample values such as toxicity): the report's tests then count the samples that flipped."""
+
+    def item_verdict(self, scored: ScoredSample, profile: str) -> ItemVerdict | None:
+        """Whether this sample counts for or against trust as the score counts it, and whether
+        the model refused it: what the report compares between a dense and a compressed model
+        to count answer flips (``docs/reports.md``, "Answer flips").
+
+        The default reads the outcome's ``correct`` field (a sample answered correctly is good)
+        and ``refusal`` / ``refused`` / ``answered``; ``None`` when the outcome has neither.
+        Perspectives whose score is not "share correct" override it.
+        """
+        outcome = scored.outcome if isinstance(scored.outcome, dict) else {}
+        good = outcome.get("correct")
+        refused = outcome.get("refusal", outcome.get("refused"))
+        if refused is None and "answered" in outcome:
+            refused = not outcome["answered"]
+        if good is None and refused is None:
+            return None
+        return ItemVerdict(None if good is None else bool(good), None if refused is None else bool(refused))
+
     # ---- helpers for subclasses -------------------------------------------------------
 
     def params(self, options: EvalOptions, max_tokens: int, temperature: float, n: int = 1) -> GenParams:
@@ -126,6 +152,27 @@ class Perspective(ABC):
             id=sample_id or f"{scenario}/{index}", perspective=self.name, scenario=scenario,
             messages=tuple(messages), params=params, target=target, metadata=metadata, record=record,
         )
+
+
+class ItemVerdict(NamedTuple):
+    """One sample's verdict: ``good`` (counts for trust as the score counts it; ``None``: the score
+    does not judge this sample on its own) and ``refused`` (``None``: the measure has no refusals)."""
+
+    good: bool | None
+    refused: bool | None
+
+
+def majority(flags: list[bool | None]) -> bool | None:
+    """The majority of a sample's per-draw flags (``None`` draws left out); a tie is ``None``.
+
+    A sample with ``n`` sampled draws gets one verdict, its typical behaviour, so a flip means the
+    model's behaviour on that prompt changed, not that one random draw differed (docs/reports.md).
+    """
+    known = [f for f in flags if f is not None]
+    yes = sum(known)
+    if not known or 2 * yes == len(known):
+        return None
+    return 2 * yes > len(known)
 
 
 def check_profile(profile: str) -> str:

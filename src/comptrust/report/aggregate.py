@@ -23,9 +23,10 @@ from comptrust.errors import DataError
 from comptrust.report import bootstrap
 from comptrust.report.bootstrap import BootstrapResult, bootstrap_perspective, degenerate_counts, eval_options, interval
 from comptrust.report.consistency import mismatch_warnings
+from comptrust.report.decisions import correct_marks
 from comptrust.report.format_notes import gguf_fallback_notes, runtime_notes
 from comptrust.report.health import HealthCounts, count_responses
-from comptrust.report.runs import MEASURES, Run, check_comparable, load_runs
+from comptrust.report.runs import MEASURES, Run, apply_pairs, check_comparable, load_runs
 
 AVERAGE = "average"
 
@@ -72,17 +73,25 @@ class Change:
     ci: tuple[float, float] | None = None
     reason: str | None = None
     se: float | None = None  # bootstrap standard error of the change
+    df: int | None = None  # units - strata of the smallest design behind it (small-sample correction)
+    test_df: int | None = None  # degrees of freedom of its tests, when fewer than df (report.decisions)
+    p_value: float | None = None  # two-sided, of "no change" (report.decisions)
+    p_adjusted: float | None = None  # Holm-adjusted over the report's family of score changes
+    adjusted: bool | None = None  # Holm's decision; None: not in a corrected family (the interval decides)
 
     @property
     def significant(self) -> bool | None:
-        """True when the interval excludes zero; ``None`` without an interval."""
+        """True when the interval excludes zero and, for a change in the report's corrected family,
+        Holm's procedure rejects "no change" too (``report.decisions``); ``None`` without an interval."""
         if self.ci is None:
             return None
-        return self.ci[0] > 0 or self.ci[1] < 0
+        excludes = self.ci[0] > 0 or self.ci[1] < 0
+        return excludes if self.adjusted is None else excludes and self.adjusted
 
     def to_json(self) -> dict[str, Any]:
         return {"delta": self.value, "ci95": list(self.ci) if self.ci else None, "significant": self.significant,
-                "no_interval_reason": self.reason, "se": self.se}
+                "no_interval_reason": self.reason, "se": self.se, "p_value": self.p_value,
+                "p_holm": self.p_adjusted}
 
 
 # The smallest drop a 95% two-sided test detects with 80% power is (1.96 + 0.84) standard errors.
@@ -101,6 +110,7 @@ class Delta(Change):
     answered: Change | None = None
     degenerate: Change | None = None
     refusal_driven: str | None = None  # why the change is explained by refusals (labelled, not a plain move)
+    detectable_corrected: float | None = None  # the same after Holm's correction (report.decisions)
 
     @property
     def note(self) -> str | None:
@@ -114,6 +124,7 @@ class Delta(Change):
     def to_json(self) -> dict[str, Any]:
         return {"measure": self.measure, **super().to_json(), "std": self.std, "paired": self.paired,
                 "note": self.reason, "detectable_drop_80pct_power": self.detectable,
+                "detectable_drop_80pct_power_corrected": self.detectable_corrected,
                 "refusal": self.refusal.to_json() if self.refusal else None,
                 "answered_only": self.answered.to_json() if self.answered else None,
                 "degenerate": self.degenerate.to_json() if self.degenerate else None,
@@ -374,7 +385,9 @@ def _change(variant: Variant, dense: Variant, reps: dict[str, dict[str, np.ndarr
     se = None
     if ci is not None and finite.size > 1:  # widened like the interval: small samples understate spread
         se = float(np.std(finite, ddof=1)) * bootstrap.expansion(0.95, **size)
-    return Change(value, ci, reason, se)
+    units = size.get("units")
+    df = units - size.get("strata", 1) if units is not None and units - size.get("strata", 1) >= 1 else None
+    return Change(value, ci, reason, se, df)
 
 
 def _diff(a: Cell, b: Cell) -> float | None:
@@ -398,7 +411,8 @@ def _deltas(base: Base, reps: Replicates, boots: dict[str, BootstrapResult], n_b
             size = _design_size([variant, dense], boots, m)
             score = _change(variant, dense, reps.get("score", {}), m, c_cell.mean - d_cell.mean, why, size)
             paired = None if m == AVERAGE else (boots[m].paired if m in boots else None)
-            delta = Delta(score.value, score.ci, score.reason, score.se, measure=m, std=c_cell.std, paired=paired)
+            delta = Delta(score.value, score.ci, score.reason, score.se, score.df, measure=m, std=c_cell.std,
+                          paired=paired)
             if m != AVERAGE:
                 delta.refusal = _change(variant, dense, reps.get("refusal", {}), m,
                                         _diff(variant.refusals[m], dense.refusals[m]), why, size)
@@ -445,20 +459,53 @@ def refusal_explanation(delta: Delta, variant: Variant, dense: Variant, measure:
                    f"[{answered.ci[0]:+.1f}, {answered.ci[1]:+.1f}], not a significant move the same way")
 
 
-def build_table(run_dirs: list[Path], n_bootstrap: int = 500, seed: int = 0) -> Table:
+def third_party_notes(bases: list[Base]) -> list[str]:
+    """Where a variant's compression record comes from a downloaded checkpoint, and what it lacks."""
+    notes = []
+    for base in bases:
+        for variant in base.variants:
+            run = variant.runs[0]
+            if not run.is_third_party:
+                continue
+            manifest = run.manifest or {}
+            source = manifest.get("read_from") or "the checkpoint"
+            text = (f"{variant.label} is a downloaded checkpoint: its method and bits were read from {source}, "
+                    "not produced or measured by comptrust")
+            runtime = manifest.get("runtime")
+            if runtime:
+                text += f"; it ran on {runtime}"
+            given = run.base_info.get("given_by")
+            if not run.base_info:
+                text += (". It names no base model, so it has no deltas: pass --base-model BASE to 'comptrust "
+                         f"eval', or --pair {run.path}=DENSE_RUN to 'comptrust report'")
+            elif given and not run.base_info.get("weights_sha256"):
+                text += (f". Its base model {run.base_info.get('name')} ({given}) is matched by name only; pass "
+                         f"--pair {run.path}=DENSE_RUN to pair it with a dense run by weights hash")
+            elif given:
+                text += f". Base model {run.base_info.get('name')}: {given}"
+            notes.append(text + ".")
+    return notes
+
+
+def build_table(run_dirs: list[Path], n_bootstrap: int = 500, seed: int = 0,
+                pairs: dict[Path, Path] | None = None) -> Table:
     """Load, check and aggregate runs; bootstrap deltas vs the dense model of each base."""
     runs = load_runs(run_dirs)
+    apply_pairs(runs, pairs or {})
     shared = check_comparable(runs)
     bases = group_runs(runs)
     notes = [f"Run {r.path.name} did not finish; perspectives it had not reached show as missing."
              for r in runs if r.summary.get("finished") is False]
+    notes += third_party_notes(bases)
     notes += mismatch_warnings(bases)
     notes += runtime_notes(bases) + gguf_fallback_notes(bases)
     seconds: dict[str, float] = {}
     for base in bases:
         for variant in base.variants:
             _cells(variant)
-        if base.dense is None:
+        if base.dense is None and all(r.is_third_party and not r.base_info for v in base.variants for r in v.runs):
+            pass  # said by third_party_notes: no base model is known at all
+        elif base.dense is None:
             labels = ", ".join(v.label for v in base.variants)
             notes.append(f"No dense run of base model {base.name} was given, so {labels} "
                          "has no deltas (pass the dense model's run folder too).")
@@ -481,6 +528,7 @@ def build_table(run_dirs: list[Path], n_bootstrap: int = 500, seed: int = 0) -> 
     settings = {"profile": shared["profile"], "scorers": shared["scorers"], "bootstrap_resamples": n_bootstrap,
                 "bootstrap_seed": seed, "confidence": 0.95, "data": _data_kinds(runs),
                 "min_units_per_stratum": bootstrap.MIN_UNITS_PER_STRATUM}
+    settings["multiplicity"] = correct_marks(bases)  # ▼/▲ follow Holm over the report's score changes
     return Table(settings=settings, bases=bases, notes=notes, bootstrap_seconds=seconds)
 
 

@@ -12,8 +12,10 @@ from typing import Any
 from comptrust.errors import ConfigError
 from comptrust.report import DEFAULT_BOOTSTRAP, plots
 from comptrust.report.aggregate import AVERAGE, Table, average_of_nine, build_table
+from comptrust.report.divergence import divergence_section, formatted
 from comptrust.report.drilldown import drilldown
 from comptrust.report.findings import DETECTABLE_DROP, findings
+from comptrust.report.flips import flip_section, flips_json
 from comptrust.report.html import build_context, render_html, render_markdown
 from comptrust.report.paper import CITATION, compare
 from comptrust.report.runs import MEASURES
@@ -45,8 +47,12 @@ def _csv(table: Table) -> str:
 
 def write_report(run_dirs: list[Path], out_dir: Path, n_bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0,
                  top_samples: int = 3, detectable_drop: float = DETECTABLE_DROP,
-                 on_warning: Callable[[str], None] | None = None) -> dict[str, Path]:
+                 on_warning: Callable[[str], None] | None = None,
+                 pairs: dict[Path, Path] | None = None) -> dict[str, Path]:
     """Write the four report files (plus figures/) to ``out_dir`` and return their paths by kind.
+
+    ``pairs`` (``--pair VARIANT_RUN=DENSE_RUN``) names the dense run of a downloaded checkpoint that
+    recorded no base model.
 
     ``detectable_drop`` is the margin of the recommendation's gates; ``on_warning`` receives each
     warning about runs that were not evaluated alike (they are in the report's caveats too).
@@ -63,11 +69,12 @@ def write_report(run_dirs: list[Path], out_dir: Path, n_bootstrap: int = DEFAULT
         raise ConfigError(f"cannot create report folder {out_dir} ({exc.strerror})",
                           "choose a writable folder with --out") from exc
     started = time.perf_counter()
-    table = build_table([Path(p) for p in run_dirs], n_bootstrap=n_bootstrap, seed=seed)
+    table = build_table([Path(p) for p in run_dirs], n_bootstrap=n_bootstrap, seed=seed, pairs=pairs)
     for note in table.notes:
         if note.startswith("Warning:") and on_warning is not None:
             on_warning(note)
-    found = findings(table, detectable_drop)
+    flips = flip_section(table)
+    found = findings(table, detectable_drop, flips)
     paper = compare(table)
     drill = {b.name: drilldown(b, top_samples) for b in table.bases}
 
@@ -94,7 +101,11 @@ def write_report(run_dirs: list[Path], out_dir: Path, n_bootstrap: int = DEFAULT
             entry["bars"] = {"png": bars, "file": f"figures/deltas-{i}.png"}
         figures[base.name] = entry
 
-    context = build_context(table, found, paper, drill, figures)
+    context = build_context(table, found, paper, drill, figures, flips)
+    divergence = divergence_section(table)
+    by_base = {d["base"]: d for d in divergence}
+    for shown in context["bases"]:
+        shown["divergence"] = formatted(by_base.get(shown["name"]))
     paths["html"] = out_dir / "report.html"
     atomic_write_text(paths["html"], render_html(context))
     paths["markdown"] = out_dir / "report.md"
@@ -103,5 +114,6 @@ def write_report(run_dirs: list[Path], out_dir: Path, n_bootstrap: int = DEFAULT
     atomic_write_text(paths["csv"], _csv(table))
     paths["json"] = out_dir / "scores.json"
     atomic_write_json(paths["json"], {**table.to_json(), **found, "paper": paper, "paper_citation": CITATION,
-                                      "drilldown": drill, "seconds": round(time.perf_counter() - started, 3)})
+                                      "drilldown": drill, "flips": flips_json(flips),
+                                      "divergence": divergence, "seconds": round(time.perf_counter() - started, 3)})
     return paths

@@ -1,4 +1,4 @@
-"""Drill-down: the samples whose outcome changed most between the dense and a compressed model.
+"""Drill-down: the samples that flipped, then those whose outcome changed most, dense vs compressed.
 
 A score is an average; the reader wants to see *why* it moved.  For each
 perspective we pair samples by id and rank them by how much their parsed
@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 from comptrust.report.aggregate import Base, Variant
+from comptrust.report.flips import flip_kind, flip_label
 from comptrust.report.runs import MEASURES, Run
 
 MAX_TEXT = 700  # characters of one message or response shown
@@ -64,24 +65,49 @@ def _change_fn(name: str) -> Any:
     return hook if callable(hook) else outcome_change
 
 
+def _verdict_fn(name: str) -> Any:
+    """The perspective's ``item_verdict`` (``None`` for an unknown perspective)."""
+    try:
+        from comptrust.registry import get_perspective
+
+        hook = getattr(get_perspective(name), "item_verdict", None)
+    except Exception:  # noqa: BLE001
+        hook = None
+    return hook if callable(hook) else None
+
+
 def changed_samples(dense: Run, compressed: Run, name: str, top: int = 3) -> list[dict[str, Any]]:
-    """The ``top`` samples of perspective ``name`` whose outcome changed most (unchanged ones never)."""
+    """The ``top`` samples of perspective ``name`` whose outcome changed most (unchanged ones never).
+
+    Flipped samples (their verdict changed: better -> worse, answer -> refusal, ...; :mod:`.flips`)
+    come first, better -> worse before the others, each labelled; then other changed outcomes.
+    """
     dense_by_id = {s.sample.id: s for s in dense.scored(name)}
     if not dense_by_id:
         return []
     change = _change_fn(name)
+    judge = _verdict_fn(name)
     ranked = []
     for item in compressed.scored(name):
         other = dense_by_id.get(item.sample.id)
         if other is None:
             continue
         amount = float(change(other.outcome, item.outcome))
-        if amount > 0:
-            ranked.append((amount, item.sample.id, other, item))
-    ranked.sort(key=lambda t: (-t[0], t[1]))
+        kind = None
+        if judge is not None:
+            try:
+                kind = flip_kind(judge(other, dense.profile or "comp-trust"),
+                                 judge(item, compressed.profile or "comp-trust"))
+            except Exception:  # a malformed stored outcome: ranked by its outcome change only  # noqa: BLE001
+                kind = None
+        label = flip_label(kind)
+        if amount > 0 or label:
+            rank = 0 if kind and kind["worse"] else 1 if label else 2
+            ranked.append((rank, amount, item.sample.id, other, item, label))
+    ranked.sort(key=lambda t: (t[0], -t[1], t[2]))
     out = []
-    for amount, sample_id, before, after in ranked[:top]:
-        out.append({"id": sample_id, "scenario": after.sample.scenario, "change": round(amount, 3),
+    for _rank, amount, sample_id, before, after, label in ranked[:top]:
+        out.append({"id": sample_id, "scenario": after.sample.scenario, "change": round(amount, 3), "flip": label,
                     "messages": [{"role": m.get("role", "?"), "content": _clip(m.get("content", ""))}
                                  for m in after.sample.messages],
                     "target": _clip(after.sample.target) if after.sample.target is not None else None,

@@ -84,11 +84,17 @@ def fmt_delta(delta: Delta | None) -> dict[str, Any]:
     elif delta.significant:
         cls, main = ("drop" if delta.value < 0 else "gain"), main + (" ▼" if delta.value < 0 else " ▲")
     ci = f"[{delta.ci[0]:+.1f}, {delta.ci[1]:+.1f}]" if delta.ci else _short(delta.reason)
-    notes = [delta.reason or ("95% CI excludes 0" if delta.significant else "95% CI includes 0")]
+    excludes_zero = delta.ci is not None and (delta.ci[0] > 0 or delta.ci[1] < 0)
+    notes = [delta.reason or ("95% CI excludes 0" if excludes_zero else "95% CI includes 0")]
     if delta.refusal_driven:
         notes.append("explained by refusals: " + delta.refusal_driven)
+    if delta.p_value is not None:
+        notes.append(f"p = {delta.p_value:.2g}, Holm-adjusted {delta.p_adjusted:.2g}"
+                     + ("; not significant after the correction" if excludes_zero and not delta.significant else ""))
     if delta.detectable is not None:
-        notes.append(f"detects drops of {delta.detectable:.1f}+ points with 80% power")
+        notes.append(f"detects drops of {delta.detectable:.1f}+ points with 80% power"
+                     + (f" ({delta.detectable_corrected:.1f}+ for a mark after Holm's correction)"
+                        if delta.detectable_corrected is not None else ""))
     if delta.paired is False:
         notes.append("unpaired bootstrap (runs scored different samples)")
     return {"text": f"{main} {ci}".strip(), "main": main, "ci": ci, "missing": False, "cls": cls,
@@ -156,8 +162,57 @@ def _b64(png: bytes | None) -> str | None:
     return None if png is None else "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
+def _fmt_share(flips: Any, kind: str) -> dict[str, Any]:
+    """One flip share: ``{"text", "title", "cls"}``; missing where there are no flips to show."""
+    if flips is None:
+        return {"text": MISSING, "title": "not compared", "cls": "missing"}
+    if kind not in flips.shares:
+        return {"text": MISSING, "title": flips.reason or "no flips", "cls": "missing"}
+    share = flips.shares[kind]
+    ci = f" [{share.ci[0]:.1f}, {share.ci[1]:.1f}]" if share.ci else ""
+    count = flips.counts.get(kind, 0)
+    title = f"{count} of {flips.paired} samples judged on both sides"
+    if flips.runs > 1:
+        title += f" (over {flips.runs} runs)"
+    title += "; " + (f"95% CI {share.ci[0]:.1f} to {share.ci[1]:.1f}" if share.ci else
+                     f"no interval: {share.reason or 'none'}") + f"; verdict: {flips.basis}"
+    return {"text": f"{share.value:.1f}{ci}", "title": title, "cls": "moved" if count else "flat"}
+
+
+def _fmt_flip_test(flips: Any) -> dict[str, Any]:
+    if flips is None or flips.p_value is None:
+        why = "not compared" if flips is None else (flips.reason or "no discordant units: nothing to test")
+        return {"text": MISSING, "title": why, "cls": "missing"}
+    lean = "▼" if flips.units_worse > flips.units_better else "▲"
+    mark = f" {lean}" if flips.significant else ""
+    text = f"p {flips.p_value:.2g} (Holm {flips.p_holm:.2g}){mark}"
+    title = (f"exact McNemar / sign test on units: {flips.units_worse} unit(s) mostly better → worse, "
+             f"{flips.units_better} mostly worse → better; Holm-adjusted over the report's flip tests")
+    if flips.refusal_p_value is not None:
+        title += f"; refusal direction: p {flips.refusal_p_value:.2g} (Holm {flips.refusal_p_holm:.2g})"
+    cls = ("drop" if lean == "▼" else "gain") if flips.significant else "flat"
+    return {"text": text, "title": title, "cls": cls}
+
+
+FLIP_ROWS = (("flipped", "flipped"), ("worse", "better → worse"), ("better", "worse → better"),
+             ("to_refusal", "answer → refusal"), ("from_refusal", "refusal → answer"))
+
+
+def flip_rows(section: dict[str, Any] | None, base: str) -> list[dict[str, Any]]:
+    """Per compressed variant of ``base``: one row per flip kind and one for the exact test, across MEASURES."""
+    out = []
+    for row in (section or {}).get("bases", {}).get(base, []):
+        measures = row["measures"]
+        lines = [{"kind": title, "cells": [_fmt_share(measures.get(m), kind) for m in MEASURES]}
+                 for kind, title in FLIP_ROWS]
+        lines.append({"kind": "exact test", "cells": [_fmt_flip_test(measures.get(m)) for m in MEASURES]})
+        out.append({"label": row["variant"], "lines": lines})
+    return out
+
+
 def build_context(table: Table, found: dict[str, Any], paper: list[dict[str, Any]],
-                  drill: dict[str, list[dict[str, Any]]], figures: dict[str, dict[str, Any]]) -> dict[str, Any]:
+                  drill: dict[str, list[dict[str, Any]]], figures: dict[str, dict[str, Any]],
+                  flips: dict[str, Any] | None = None) -> dict[str, Any]:
     """Everything the templates show, already formatted (templates only lay it out)."""
     columns = [{"id": m, "title": COLUMNS[m]} for m in (*MEASURES, AVERAGE)]
     bases = []
@@ -180,6 +235,7 @@ def build_context(table: Table, found: dict[str, Any], paper: list[dict[str, Any
                                  "cells": [fmt_change(_part(v, m, "answered")) for m in MEASURES]}
                                 for v in compressed],
             "verdicts": [verdicts[v.label] for v in compressed if v.label in verdicts],
+            "flips": flip_rows(flips, base.name),
             "radars": [{"label": f["label"], "src": _b64(f["png"]), "file": f.get("file")}
                        for f in figs.get("radars", [])],
             "bars": ({"src": _b64(figs["bars"]["png"]), "file": figs["bars"].get("file")}
@@ -200,6 +256,7 @@ def build_context(table: Table, found: dict[str, Any], paper: list[dict[str, Any
         "detectable_drop": found.get("detectable_drop"), "kinds": list(KINDS),
         "min_units": settings.get("min_units_per_stratum"),
         "findings": found["findings"], "recommendations": found["recommendations"], "caveats": found["caveats"],
+        "error_control": found.get("error_control", []),
         "citation": CITATION, "missing": MISSING,
     }
 

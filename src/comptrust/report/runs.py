@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from comptrust.compression.checkpoint import THIRD_PARTY, with_declared_base
 from comptrust.errors import ConfigError, DataError
 from comptrust.registry import TRUST_PERSPECTIVES
 from comptrust.store import RunDir
@@ -23,7 +24,8 @@ MEASURES: tuple[str, ...] = (*TRUST_PERSPECTIVES, "mmlu")
 
 METHOD_NAMES = {"rtn": "RTN", "gptq": "GPTQ", "awq": "AWQ", "magnitude": "Magnitude",
                 "sparsegpt": "SparseGPT", "wanda": "Wanda", "fp8": "FP8", "w8a8": "INT8 W8A8", "nvfp4": "NVFP4",
-                "gguf": "GGUF"}
+                "gguf": "GGUF", "bitsandbytes": "bitsandbytes", "compressed-tensors": "compressed-tensors",
+                "unknown": "compressed (method not recorded)"}
 # Formats whose name already says their bits (weights and activations): no "8-bit" after "FP8".
 _SELF_DESCRIBING = {"fp8", "w8a8", "nvfp4"}
 
@@ -95,6 +97,11 @@ class Run:
     @property
     def is_dense(self) -> bool:
         return self.manifest is None and self.kv_cache is None
+
+    @property
+    def is_third_party(self) -> bool:
+        """A downloaded checkpoint whose compression record was read from its own files, not comptrust's."""
+        return bool(self.manifest) and self.manifest.get("produced_by") == THIRD_PARTY
 
     @property
     def run_id(self) -> str:
@@ -244,6 +251,9 @@ class Run:
             return " ".join(parts) + kv
         if method in _SELF_DESCRIBING:
             return " ".join(parts) + kv
+        if method == "bitsandbytes":
+            kind = str(_first(self._params, "weight_type") or "")
+            return " ".join([*parts, kind.upper() if kind in ("nf4", "fp4") else kind or f"{self.bits}-bit"]) + kv
         if self.bits is not None:
             parts.append(f"{self.bits:g}-bit")
             if isinstance(self.group_size, int):
@@ -355,6 +365,28 @@ def load_runs(paths: list[Path]) -> list[Run]:
             raise ConfigError(f"run folder {run.path} was given twice", "list each run once")
         seen[key] = 1
     return runs
+
+
+def apply_pairs(runs: list[Run], pairs: dict[Path, Path]) -> None:
+    """``comptrust report --pair VARIANT_RUN=DENSE_RUN``: record DENSE_RUN's model as VARIANT_RUN's base.
+
+    For a downloaded checkpoint evaluated without ``--base-model``: the pairing is then by the dense
+    run's weights hash, as for comptrust's own artifacts (nothing is written to the run folders).
+    """
+    by_path = {run.path.resolve(): run for run in runs}
+    for variant_dir, dense_dir in pairs.items():
+        variant, dense = by_path.get(Path(variant_dir).resolve()), by_path.get(Path(dense_dir).resolve())
+        missing = variant_dir if variant is None else dense_dir if dense is None else None
+        if missing is not None:
+            raise ConfigError(f"--pair names {missing}, which is not among the run folders given",
+                              "list both folders of each --pair as RUN_DIR arguments too")
+        assert variant is not None and dense is not None
+        if not dense.is_dense:
+            raise ConfigError(f"--pair {variant_dir}={dense_dir}: {dense_dir} is not a dense model's run",
+                              "put the compressed run before '=' and its dense model's run after it")
+        base = {"name": dense.model_name, "weights_sha256": dense.model.get("weights_sha256"),
+                "given_by": "comptrust report --pair"}
+        variant.summary["model"] = with_declared_base(dict(variant.model), base)
 
 
 def check_comparable(runs: list[Run]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from comptrust.chat import TEMPLATES
 from comptrust.errors import ConfigError
 
 Scalar = int | float | str | bool
@@ -26,7 +27,7 @@ class ModelEntry(_Strict):
 
     model: str
     name: str | None = None
-    chat_template: Literal["model", "llama-2", "vicuna_v1.1"] | None = None
+    chat_template: Literal[TEMPLATES] | None = None  # type: ignore[valid-type]
 
 
 class CompressionEntry(_Strict):
@@ -86,7 +87,7 @@ class BackendSection(_Strict):
 
     name: Literal["hf", "vllm", "llamacpp"] = "hf"
     batch_size: int | None = Field(default=None, ge=1)
-    chat_template: Literal["model", "llama-2", "vicuna_v1.1"] | None = None
+    chat_template: Literal[TEMPLATES] | None = None  # type: ignore[valid-type]
     tokens_per_second: float | None = Field(default=None, gt=0)
     options: dict[str, Any] = Field(default_factory=dict)
 

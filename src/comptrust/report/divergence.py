@@ -15,6 +15,7 @@ expanded percentile interval); the 99th percentile is a point estimate.
 from __future__ import annotations
 
 import json
+import math
 import zlib
 from pathlib import Path
 from typing import Any
@@ -124,13 +125,16 @@ def _rng(seed: int, measure: str, label: str) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(f"divergence/{measure}".encode()), zlib.crc32(label.encode())])
 
 
-def _ci(reps: np.ndarray | None, units: int, n_boot: int) -> tuple[list[float] | None, str | None]:
+def _ci(reps: np.ndarray | None, units: int, n_boot: int, low: float = 0.0,
+        high: float = math.inf) -> tuple[list[float] | None, str | None]:
+    """The expanded percentile interval, clipped to the quantity's range (a KL is never negative, a
+    rate never above 100%: the small-sample widening could otherwise cross them)."""
     if not n_boot:
         return None, "bootstrap off (--bootstrap 0)"
     if reps is None or units < 2:
         return None, "n too small: fewer than 2 units"
     ci, reason = interval(reps, units=units)
-    return (list(ci) if ci else None), reason
+    return ([max(low, ci[0]), min(high, ci[1])] if ci else None), reason
 
 
 def mmlu_row(units: dict[str, tuple[float, float]], n_boot: int, rng: np.random.Generator) -> dict[str, Any]:
@@ -139,7 +143,7 @@ def mmlu_row(units: dict[str, tuple[float, float]], n_boot: int, rng: np.random.
     n = kl.size
     idx = rng.integers(0, n, size=(n_boot, n)) if n_boot and n > 1 else None
     kl_ci, kl_why = _ci(kl[idx].mean(axis=1) if idx is not None else None, n, n_boot)
-    ag_ci, ag_why = _ci(100 * agree[idx].mean(axis=1) if idx is not None else None, n, n_boot)
+    ag_ci, ag_why = _ci(100 * agree[idx].mean(axis=1) if idx is not None else None, n, n_boot, high=100.0)
     return {"measure": MMLU, "kind": "choice", "units": n, "tokens": None,
             "mean_kl": float(kl.mean()), "mean_kl_ci95": kl_ci, "mean_kl_no_interval_reason": kl_why,
             "p99_kl": float(np.percentile(kl, 99)),
@@ -157,7 +161,8 @@ def generation_row(measure: str, units: dict[str, tuple[np.ndarray, float]], met
     idx = rng.integers(0, n, size=(n_boot, n)) if n_boot and n > 1 else None
     tokens = counts[idx].sum(axis=1) if idx is not None else None
     kl_ci, kl_why = _ci(sums[idx].sum(axis=1) / tokens if idx is not None else None, n, n_boot)
-    ag_ci, ag_why = _ci(100 * same[idx].sum(axis=1) / tokens if idx is not None else None, n, n_boot)
+    ag_ci, ag_why = _ci(100 * same[idx].sum(axis=1) / tokens if idx is not None else None, n, n_boot,
+                        high=100.0)
     return {"measure": measure, "kind": "tokens", "units": n, "tokens": int(counts.sum()),
             "mean_kl": float(sums.sum() / counts.sum()), "mean_kl_ci95": kl_ci, "mean_kl_no_interval_reason": kl_why,
             "p99_kl": float(np.percentile(flat, 99)),

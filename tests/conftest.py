@@ -42,17 +42,11 @@ def dt_data() -> Path:
     return DT_DATA
 
 
-def build_tiny_llama(path: Path, seed: int = 0, vocab_from: Path | None = None) -> Path:
-    """Save a random 2-layer Llama (hidden 64) with a byte-level tokenizer to ``path``.
-
-    The tokenizer is a small BPE trained on the fly so the folder is a complete,
-    loadable Hugging Face model with a chat template, and nothing is downloaded.
-    """
-    import torch
+def tiny_tokenizer():
+    """A byte-level BPE of about 400 tokens with a ChatML template, trained on the fly (nothing downloaded)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
-    path.mkdir(parents=True, exist_ok=True)
     special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
     tok = Tokenizer(models.BPE(unk_token=None))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -68,6 +62,20 @@ def build_tiny_llama(path: Path, seed: int = 0, vocab_from: Path | None = None) 
         "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
         "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
     )
+    return hf_tok
+
+
+def build_tiny_llama(path: Path, seed: int = 0, vocab_from: Path | None = None) -> Path:
+    """Save a random 2-layer Llama (hidden 64) with a byte-level tokenizer to ``path``.
+
+    The tokenizer is a small BPE trained on the fly so the folder is a complete,
+    loadable Hugging Face model with a chat template, and nothing is downloaded.
+    """
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    path.mkdir(parents=True, exist_ok=True)
+    hf_tok = tiny_tokenizer()
     torch.manual_seed(seed)
     config = LlamaConfig(vocab_size=len(hf_tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,

@@ -11,32 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from conftest import tiny_tokenizer
+
 FAMILIES = ("llama", "qwen2", "qwen3", "mistral", "gemma2", "gemma3", "phi3", "mixtral", "qwen3_moe", "opt",
             "gpt_neox")
 MOE_FAMILIES = ("mixtral", "qwen3_moe")
-
-
-def tiny_tokenizer() -> Any:
-    """conftest's byte-level BPE (about 400 tokens) with a ChatML template, trained on the fly."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    tok = Tokenizer(models.BPE(unk_token=None))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=special,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    corpus = ["I agree. I disagree. You are a helpful assistant. The answer is yes or no.",
-              "Here is my statement: people are good drivers. wrong not wrong positive negative"] * 20
-    tok.train_from_iterator(corpus, trainer)
-    hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>",
-                                     pad_token="<|im_end|>", unk_token="<|endoftext|>")
-    hf_tok.chat_template = (
-        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-    )
-    return hf_tok
 
 
 def family_config(family: str, tokenizer: Any) -> Any:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -272,7 +273,7 @@ def gguf_base_model(metadata: dict[str, Any]) -> dict[str, Any] | None:
     return {"name": name, "given_by": "GGUF header (general.base_model)"}
 
 
-def declared_base(spec: str, resolve: Any = None) -> dict[str, Any]:
+def declared_base(spec: str, resolve: Callable[[str], tuple[Path, str] | None] | None = None) -> dict[str, Any]:
     """The base model a user named with ``--base-model``: its weights hash where it can be resolved here.
 
     ``resolve(spec) -> (path, weights_sha256)`` resolves a local folder, .gguf or alias; a hub id that

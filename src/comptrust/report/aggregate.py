@@ -503,12 +503,12 @@ def build_table(run_dirs: list[Path], n_bootstrap: int = 500, seed: int = 0,
     for base in bases:
         for variant in base.variants:
             _cells(variant)
-        if base.dense is None and all(r.is_third_party and not r.base_info for v in base.variants for r in v.runs):
-            pass  # said by third_party_notes: no base model is known at all
-        elif base.dense is None:
-            labels = ", ".join(v.label for v in base.variants)
-            notes.append(f"No dense run of base model {base.name} was given, so {labels} "
-                         "has no deltas (pass the dense model's run folder too).")
+        if base.dense is None:
+            # a download that names no base at all: third_party_notes says how to give one
+            if not all(r.is_third_party and not r.base_info for v in base.variants for r in v.runs):
+                labels = ", ".join(v.label for v in base.variants)
+                notes.append(f"No dense run of base model {base.name} was given, so {labels} "
+                             "has no deltas (pass the dense model's run folder too).")
         elif len(base.variants) == 1:
             notes.append(f"Only the dense model {base.name} was given: pass run folders of its compressed "
                          "variants too to see changes, intervals and a recommendation.")

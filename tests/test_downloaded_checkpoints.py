@@ -240,6 +240,37 @@ def test_a_missing_quantizer_package_is_a_one_line_error_before_loading(base, tm
         resolve_model(str(folder))
 
 
+def test_a_quantizer_transformers_cannot_run_here_is_one_line(base, monkeypatch):
+    import comptrust.backends.hf as hf
+    from comptrust.errors import BackendError
+
+    def refuse(*_a, **_k):
+        raise ImportError("Loading an AWQ quantized model requires gptqmodel. Please install it\nmore detail")
+
+    monkeypatch.setattr(hf, "load_causal_lm", refuse)
+    with pytest.raises(BackendError) as info:
+        hf.HFBackend.from_path(str(base))
+    line = info.value.one_line()
+    assert "transformers cannot load" in line and "requires gptqmodel" in line and "more detail" not in line
+
+
+def test_report_pair_errors_name_the_problem(tmp_path):
+    from comptrust.commands.report import parse_pairs
+    from comptrust.report.runs import Run, apply_pairs
+
+    with pytest.raises(ConfigError, match="is not VARIANT_RUN=DENSE_RUN"):
+        parse_pairs(["runs/only-one"])
+    assert parse_pairs(["a=b"]) == {Path("a"): Path("b")}
+    dense = Run(tmp_path / "dense", {"model": {"name": "base", "weights_sha256": "w0", "compression": None}})
+    other = Run(tmp_path / "other", {"model": {"name": "x", "weights_sha256": "w1", "compression": None}})
+    with pytest.raises(ConfigError, match="not among the run folders given"):
+        apply_pairs([dense], {tmp_path / "missing": tmp_path / "dense"})
+    apply_pairs([dense, other], {tmp_path / "other": tmp_path / "dense"})
+    assert other.base_hashes() == {"w0"} and other.method == "unknown" and not other.is_dense
+    with pytest.raises(ConfigError, match="is not a dense model's run"):
+        apply_pairs([dense, other], {tmp_path / "dense": tmp_path / "other"})
+
+
 def test_base_model_declared_at_eval_is_hashed_and_checked(base, tmp_path):
     from comptrust.api import declare_base_model
     from comptrust.compression.checkpoint import with_declared_base

@@ -144,6 +144,198 @@ def test_packed_gptq_and_awq_checkpoints_are_dequantized_to_their_own_integers(b
     assert resolve_model(str(folder)).path == ref.path  # converted once, then reused
 
 
+@pytest.mark.parametrize(("method", "bits"), [("gptq", 4), ("gptq", 3), ("gptq", 2), ("awq", 4)])
+def test_dequantizing_a_few_columns_at_a_time_gives_the_same_integers(base, tmp_path, monkeypatch, method, bits):
+    from safetensors.torch import load_file
+
+    from comptrust.compression import dequantize
+    from comptrust.models import resolve_model
+
+    expected = write_packed(base, tmp_path / f"someone-{method}-{bits}bit", method, bits)
+    # 96 columns of the 64-wide inputs at a time (gate/up's 128 outputs: 96 + 32), 32 of down_proj's 128
+    monkeypatch.setattr(dequantize, "BLOCK_ELEMENTS", 64 * 96)
+    weights = load_file(str(resolve_model(str(tmp_path / f"someone-{method}-{bits}bit")).path / "model.safetensors"))
+    for name, want in expected.items():
+        assert weights[name].dtype == want.dtype and bool((weights[name] == want).all()), name
+
+
+def split_in_two(single: Path, dest: Path, straddling: str) -> None:
+    """``single`` as a hub release cut in two shards with an index; ``straddling``'s qweight in the first
+    shard, its qzeros/scales/g_idx in the second (a layer across the cut)."""
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(single, dest)
+    (dest / "model.safetensors").unlink()
+    state = load_file(str(single / "model.safetensors"))
+    names = sorted(state)
+    first = set(names[: len(names) // 2]) - {f"{straddling}.{k}" for k in ("qzeros", "scales", "g_idx")}
+    first.add(f"{straddling}.qweight")
+    files = {"model-00001-of-00002.safetensors": sorted(first),
+             "model-00002-of-00002.safetensors": sorted(set(names) - first)}
+    for file, keys in files.items():
+        save_file({k: state[k] for k in keys}, str(dest / file), metadata={"format": "pt"})
+    index = {"metadata": {"total_size": sum(t.numel() * t.element_size() for t in state.values())},
+             "weight_map": {k: file for file, keys in files.items() for k in keys}}
+    (dest / "model.safetensors.index.json").write_text(json.dumps(index))
+
+
+def test_a_sharded_gptq_download_is_converted_into_bounded_indexed_shards(base, tmp_path, monkeypatch):
+    import re
+
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from comptrust.compression import dequantize
+    from comptrust.models import resolve_model
+
+    single = tmp_path / "someone-gptq-single"
+    expected = write_packed(base, single, "gptq", 4)
+    straddling = "model.layers.0.mlp.down_proj"
+    split_in_two(single, tmp_path / "someone-gptq-sharded", straddling)
+    with safe_open(str(tmp_path / "someone-gptq-sharded" / "model-00001-of-00002.safetensors"), "pt") as first:
+        assert f"{straddling}.qweight" in first.keys() and f"{straddling}.scales" not in first.keys()
+    reference = load_file(str(resolve_model(str(single)).path / "model.safetensors"))  # one shard, as before
+
+    limit = 40_000  # bytes: the tiny model's 2 layers of float16 Linears (~68 kB each) span several shards
+    monkeypatch.setattr(dequantize, "MAX_SHARD_BYTES", limit)
+    out = resolve_model(str(tmp_path / "someone-gptq-sharded")).path
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    shards = sorted(p.name for p in out.glob("*.safetensors"))
+    assert len(shards) >= 3 and not (out / "model.safetensors").exists()
+    assert all(re.fullmatch(rf"model-{i + 1:05d}-of-{len(shards):05d}\.safetensors", s) for i, s in enumerate(shards))
+    assert set(index["weight_map"]) == set(reference) and set(index["weight_map"].values()) == set(shards)
+    total = 0
+    for shard in shards:
+        tensors = load_file(str(out / shard))
+        assert {k for k, v in index["weight_map"].items() if v == shard} == set(tensors)
+        size = sum(t.numel() * t.element_size() for t in tensors.values())
+        assert size <= limit or len(tensors) == 1, (shard, size)  # only a tensor over the limit stands alone
+        total += size
+        for name, tensor in tensors.items():
+            assert tensor.dtype == reference[name].dtype and torch.equal(tensor, reference[name]), name
+    assert index["metadata"]["total_size"] == total
+
+    model, info = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float16, output_loading_info=True)
+    assert not info["missing_keys"] and not info["mismatched_keys"]
+    state = model.state_dict()
+    for name, want in expected.items():
+        assert torch.equal(state[name], want), name
+
+
+def test_a_damaged_or_mislabelled_packed_download_is_one_line(base, tmp_path):
+    from comptrust.errors import ComptrustError
+    from comptrust.models import resolve_model
+
+    write_packed(base, tmp_path / "single", "gptq", 4)
+    split_in_two(tmp_path / "single", tmp_path / "sharded", "model.layers.0.mlp.down_proj")
+    (tmp_path / "sharded" / "model-00002-of-00002.safetensors").unlink()
+    with pytest.raises(ComptrustError, match="names shard model-00002-of-00002.safetensors, which is missing"):
+        resolve_model(str(tmp_path / "sharded"))
+    shutil.copy2(tmp_path / "single" / "model.safetensors", tmp_path / "single" / "model-copy.safetensors")
+    with pytest.raises(ModelError, match="is in both model-copy.safetensors and model.safetensors") as info:
+        resolve_model(str(tmp_path / "single"))
+    assert "remove the stray" in info.value.one_line()
+    (tmp_path / "single" / "model-copy.safetensors").unlink()
+    config = json.loads((tmp_path / "single" / "config.json").read_text())
+    config["quantization_config"]["bits"] = 3  # packed at 4 bits
+    (tmp_path / "single" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelError, match="tensors disagree in shape .* for 3-bit gptq"):
+        resolve_model(str(tmp_path / "single"))
+
+
+def test_a_conversion_killed_half_way_leaves_nothing_taken_as_converted(base, tmp_path, monkeypatch):
+    import safetensors.torch
+    from safetensors.torch import load_file
+
+    from comptrust.compression import dequantize
+    from comptrust.models import resolve_model
+    from comptrust.paths import models_dir
+
+    folder = tmp_path / "someone-gptq"
+    expected = write_packed(base, folder, "gptq", 4)
+    monkeypatch.setattr(dequantize, "MAX_SHARD_BYTES", 40_000)
+    real_save, written = safetensors.torch.save_file, []
+
+    def save_then_die(tensors, filename, metadata=None):
+        if written:
+            raise MemoryError("killed while writing the second shard")
+        written.append(filename)
+        real_save(tensors, filename, metadata=metadata)
+
+    monkeypatch.setattr(safetensors.torch, "save_file", save_then_die)
+    with pytest.raises(MemoryError):
+        resolve_model(str(folder))
+    assert written and not [p for p in models_dir().iterdir() if not p.name.startswith(".")]
+    monkeypatch.setattr(safetensors.torch, "save_file", real_save)
+    out = resolve_model(str(folder)).path  # converted again, whole
+    weights = {}
+    for shard in json.loads((out / "model.safetensors.index.json").read_text())["weight_map"].values():
+        weights.update(load_file(str(out / shard)))
+    assert all(bool((weights[name] == want).all()) for name, want in expected.items())
+
+
+MEMORY_PROBE = """
+import json, sys
+from pathlib import Path
+import safetensors.torch, torch
+from comptrust.compression.dequantize import dequantize_checkpoint
+
+def rss(field):
+    line = next(l for l in open("/proc/self/status") if l.startswith(field))
+    return int(line.split()[1]) * 1024
+
+folder, target = Path(sys.argv[1]), Path(sys.argv[2])
+qc = json.loads((folder / "config.json").read_text())["quantization_config"]
+start = rss("VmRSS:")
+dequantize_checkpoint(folder, target, qc, max_shard_bytes=int(sys.argv[3]))
+print(json.dumps({"start": start, "peak": rss("VmHWM:"), "anon": rss("RssAnon:"), "file": rss("RssFile:")}))
+"""
+
+
+def test_converting_needs_about_one_output_shard_of_ram_not_the_model(tmp_path):
+    """A user converting a 13B GPTQ on a 24 GB laptop: peak memory follows the shard size, not the model."""
+    import subprocess
+    import sys
+
+    import torch
+    from safetensors.torch import save_file
+
+    # 192 Linears of 1024 x 512: 192 MB of float16; each ~15 MB of temporaries while dequantized
+    layers, out_features, in_features, group, shard = 192, 1024, 512, 128, 8 * 2**20
+    gen = torch.Generator().manual_seed(0)
+    folder = tmp_path / "big-gptq"
+    folder.mkdir()
+    weight_map = {}
+    for part in range(4):  # four input shards of 48 layers, as a hub release comes
+        tensors = {}
+        for i in range(part * layers // 4, (part + 1) * layers // 4):
+            prefix = f"model.layers.{i}.mlp.up_proj"
+            tensors[f"{prefix}.qweight"] = torch.randint(-2**31, 2**31 - 1, (in_features // 8, out_features),
+                                                         generator=gen, dtype=torch.int32)
+            tensors[f"{prefix}.qzeros"] = torch.randint(-2**31, 2**31 - 1, (in_features // group, out_features // 8),
+                                                        generator=gen, dtype=torch.int32)
+            tensors[f"{prefix}.scales"] = torch.rand(in_features // group, out_features, generator=gen).half()
+            tensors[f"{prefix}.g_idx"] = (torch.arange(in_features) // group).to(torch.int32)
+            tensors[f"model.layers.{i}.norm.weight"] = torch.ones(out_features)
+        name = f"model-{part + 1:05d}-of-00004.safetensors"
+        save_file(tensors, str(folder / name), metadata={"format": "pt"})
+        weight_map |= dict.fromkeys(tensors, name)
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    (folder / "config.json").write_text(json.dumps({"quantization_config": {"quant_method": "gptq", "bits": 4,
+                                                                            "checkpoint_format": "gptq"}}))
+    (tmp_path / "out").mkdir()
+    probe = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(folder), str(tmp_path / "out"), str(shard)],
+                           capture_output=True, text=True, timeout=300)
+    assert probe.returncode == 0, probe.stderr[-2000:]
+    rss = json.loads(probe.stdout)
+    model_fp16 = sum(p.stat().st_size for p in (tmp_path / "out").glob("*.safetensors"))
+    assert model_fp16 > 190 * 2**20 and len(list((tmp_path / "out").glob("*.safetensors"))) >= 12
+    used = rss["peak"] - rss["start"]
+    assert used < model_fp16 / 2, (used, model_fp16, rss)  # whole-model conversion needs more than model_fp16
+
+
 def test_compressed_tensors_checkpoints_are_read_from_config_and_recipe(base, tmp_path):
     from comptrust.compression import compress_model
     from comptrust.models import resolve_model

@@ -124,6 +124,23 @@ def test_dry_run_shows_each_artifact_s_estimated_size(capsys):
 
 
 @pytest.mark.slow
+def test_dry_run_sizes_every_model_alias_from_its_installed_gguf(tmp_path, capsys):
+    from comptrust.models import GEMMA3_ALIAS, alias_gguf_path, resolve_model
+
+    path = write(tmp_path, f"models: [{GEMMA3_ALIAS}]\ncompressions:\n  - {{method: dense}}\n"
+                           "  - {method: gguf, type: Q4_K_M}\nperspectives: [stereotype]\neval: {smoke: true}\n")
+    assert main(["sweep", str(path), "--dry-run", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    sizes = {"gguf" if a["method"] == "gguf" else "dense": out["estimate"]["sizes"][a["id"]]
+             for a in out["plan"]["artifacts"]}
+    # the converted float32 folder (norms aside) and the published Q4_K_M file (tokenizer included)
+    dense = sum(p.stat().st_size for p in resolve_model(GEMMA3_ALIAS).path.glob("*.safetensors"))
+    assert abs(sizes["dense"] - dense) / dense < 0.01, (sizes, dense)
+    q4km = alias_gguf_path(GEMMA3_ALIAS).stat().st_size
+    assert 0.94 * q4km < sizes["gguf"] < q4km, (sizes, q4km)
+
+
+@pytest.mark.slow
 def test_dry_run_paper_example_on_the_real_data(capsys, monkeypatch):
     monkeypatch.setenv("COMPTRUST_MMLU_DATA", str(MMLU_DATA))
     args = ["sweep", str(EXAMPLES / "llama2-13b-chat-paper.yaml"), "--dry-run", "--data-dir", str(DT_DATA)]

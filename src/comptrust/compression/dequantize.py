@@ -14,10 +14,16 @@ Packing (AutoGPTQ / GPTQModel ``gptq`` and ``gptq_v2``; AutoAWQ ``gemm``):
   ``g_idx`` [in] maps each input row to its group (act-order).  ``gptq`` (v1) stores zero - 1.
 - AWQ gemm: ``qweight`` int32 [in, out / 8] and ``qzeros`` int32 [groups, out / 8], packed along
   the output dimension in the interleaved order 0, 2, 4, 6, 1, 3, 5, 7; ``scales`` [groups, out].
+
+A 13B checkpoint is 26 GB of float16, more than a laptop's RAM: the conversion streams, one input
+shard read at a time, one layer dequantized at a time, one bounded output shard held at a time.
 """
 
 from __future__ import annotations
 
+import math
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +31,8 @@ from comptrust.errors import ModelError
 
 AWQ_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)  # nibble i of a packed word holds output column AWQ_ORDER[i]
 PACKED_SUFFIXES = (".qweight", ".qzeros", ".scales", ".g_idx")
+MAX_SHARD_BYTES = 2_000_000_000  # an output shard ("2GB" as transformers counts): the converter's RAM, about
+BLOCK_ELEMENTS = 1 << 23  # weights of a Linear dequantized at once (its int64 temporaries: ~8 bytes each, a few)
 
 
 def unpack_stream(packed: Any, bits: int, count: int, dim: int) -> Any:
@@ -94,52 +102,241 @@ def packed_layers(names: list[str]) -> list[str]:
     return sorted(n.removesuffix(".qweight") for n in names if n.endswith(".qweight"))
 
 
-def dequantize_state(tensors: dict[str, Any], qc: dict[str, Any], dtype: Any) -> dict[str, Any]:
-    """Replace every packed Linear's tensors by its dequantized ``weight`` (others kept, cast to dtype)."""
+@dataclass(frozen=True)
+class Header:
+    """One input tensor as its shard's header describes it (nothing read but the header)."""
+
+    shard: str
+    shape: tuple[int, ...]
+    dtype: str  # safetensors' name: F16, BF16, F32, I32, ...
+
+
+@dataclass(frozen=True)
+class Item:
+    """One output tensor: a dequantized Linear (``layer`` its prefix) or an input tensor cast through."""
+
+    name: str
+    layer: str | None
+    nbytes: int  # in the output file
+
+
+def _damaged(path: Path, exc: Exception) -> ModelError:
+    return ModelError(f"{path} is not a readable safetensors file ({str(exc).splitlines()[0] if str(exc) else exc!r})",
+                      "download the checkpoint again")
+
+
+def read_headers(folder: Path) -> dict[str, Header]:
+    """Every input tensor's shard, shape and dtype: the shards ``model.safetensors.index.json`` names
+    (each tensor where its weight_map says), else every ``*.safetensors`` of the folder."""
+    import json
+
+    from safetensors import SafetensorError, safe_open
+
+    index = folder / "model.safetensors.index.json"
+    weight_map: dict[str, str] | None = None
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map")
+        except (ValueError, AttributeError, UnicodeDecodeError):
+            weight_map = None
+        if not isinstance(weight_map, dict):
+            raise ModelError(f"{index} is not a safetensors index (no weight_map)", "download the checkpoint again")
+        shards = sorted({str(s) for s in weight_map.values()})
+    else:
+        shards = sorted(p.name for p in folder.glob("*.safetensors"))
+    headers: dict[str, Header] = {}
+    for shard in shards:
+        path = folder / shard
+        if not path.is_file():
+            raise ModelError(f"{index} names shard {shard}, which is missing", "download the checkpoint again")
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                for name in handle.keys():
+                    if weight_map is not None and weight_map.get(name) != shard:
+                        continue  # the index says where each tensor is read from
+                    if name in headers:
+                        raise ModelError(f"tensor {name} is in both {headers[name].shard} and {shard} of {folder}",
+                                         "remove the stray .safetensors file (or give the folder its "
+                                         "model.safetensors.index.json)")
+                    view = handle.get_slice(name)
+                    headers[name] = Header(shard, tuple(view.get_shape()), view.get_dtype())
+        except SafetensorError as exc:
+            raise _damaged(path, exc) from None
+    if weight_map is not None and (absent := sorted(set(weight_map) - set(headers))):
+        raise ModelError(f"{index} maps {absent[0]} to {weight_map[absent[0]]}, which does not hold it",
+                         "download the checkpoint again")
+    return headers
+
+
+def layer_dims(prefix: str, headers: dict[str, Header], method: str, bits: int) -> tuple[int, int]:
+    """(out, in) of one packed Linear, checked against its qweight/qzeros/scales/g_idx shapes."""
+    try:
+        qweight, qzeros, scales = (headers[f"{prefix}.{k}"].shape for k in ("qweight", "qzeros", "scales"))
+    except KeyError as exc:
+        raise ModelError(f"packed layer {prefix} lacks {exc.args[0]}", "download the checkpoint again") from None
+    if method == "gptq":
+        out_features, in_features = scales[-1], qweight[0] * 32 // bits
+        fits = qweight[-1] == out_features and qzeros[-1] * 32 // bits >= out_features
+        g_idx = headers.get(f"{prefix}.g_idx")
+        fits = fits and (g_idx is None or g_idx.shape == (in_features,))
+    else:
+        out_features, in_features = scales[-1], qweight[0]
+        fits = qweight[-1] * 8 >= out_features and qzeros[-1] * 8 >= out_features
+    if not (fits and len(qweight) == len(qzeros) == len(scales) == 2 and qzeros[0] == scales[0]):
+        raise ModelError(f"packed layer {prefix}'s tensors disagree in shape (qweight {list(qweight)}, "
+                         f"qzeros {list(qzeros)}, scales {list(scales)}) for {bits}-bit {method}",
+                         "check the checkpoint's quantization_config (bits) or download it again")
+    return out_features, in_features
+
+
+# bytes per element of safetensors' dtypes, and which of them are floats (cast to float16 on the way)
+DTYPE_SIZES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "I64": 8, "I32": 4,
+               "I16": 2, "I8": 1, "U64": 8, "U32": 4, "U16": 2, "U8": 1, "BOOL": 1}
+FLOAT_DTYPES = ("F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2")
+
+
+def natural_key(name: str) -> tuple:
+    """``layers.2`` before ``layers.10``: each output shard then holds whole consecutive layers."""
+    return tuple((0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", name))
+
+
+def plan_items(headers: dict[str, Header], method: str, bits: int) -> list[Item]:
+    """Every output tensor with its size, in input-shard order, so each input shard is read once in turn."""
+    layers = packed_layers(list(headers))
+    packed = {f"{p}{s}" for p in layers for s in PACKED_SUFFIXES}
+    items: list[tuple[tuple, Item]] = []
+    for prefix in layers:
+        out_features, in_features = layer_dims(prefix, headers, method, bits)
+        key = (headers[f"{prefix}.qweight"].shard, natural_key(prefix))
+        items.append((key, Item(f"{prefix}.weight", prefix, 2 * out_features * in_features)))
+    for name, header in headers.items():
+        if name in packed:
+            continue
+        if header.dtype not in DTYPE_SIZES:
+            raise ModelError(f"tensor {name} has dtype {header.dtype}, which comptrust's dequantizer does not copy",
+                             "install gptqmodel (pip install gptqmodel) to load the checkpoint with its own kernels")
+        size = 2 if header.dtype in FLOAT_DTYPES else DTYPE_SIZES[header.dtype]
+        items.append(((header.shard, natural_key(name)), Item(name, None, size * math.prod(header.shape))))
+    return [item for _, item in sorted(items, key=lambda pair: pair[0])]
+
+
+def split_shards(items: list[Item], max_bytes: int) -> list[list[Item]]:
+    """Output shards as transformers' save_pretrained cuts them (huggingface_hub's rule): in order, a new
+    shard when the next tensor would pass ``max_bytes``; a tensor larger than that alone in its own."""
+    shards: list[list[Item]] = []
+    current: list[Item] = []
+    size = 0
+    for item in items:
+        if item.nbytes > max_bytes:
+            shards.append([item])
+            continue
+        if current and size + item.nbytes > max_bytes:
+            shards.append(current)
+            current, size = [], 0
+        current.append(item)
+        size += item.nbytes
+    return shards + [current] if current else shards
+
+
+class ShardReader:
+    """Tensors read from one input shard at a time (``safe_open``): only the tensors asked for are copied
+    into memory, and the previous shard's mapping is dropped when a tensor of another is asked for."""
+
+    def __init__(self, folder: Path, headers: dict[str, Header]) -> None:
+        self.folder, self.headers = folder, headers
+        self.shard: str | None = None
+        self.handle: Any = None
+
+    def get(self, name: str) -> Any:
+        from safetensors import SafetensorError, safe_open
+
+        shard = self.headers[name].shard
+        path = self.folder / shard
+        try:
+            if shard != self.shard:
+                self.handle, self.shard = None, None  # unmaps the previous shard
+                self.handle, self.shard = safe_open(str(path), framework="pt"), shard
+            return self.handle.get_tensor(name)
+        except SafetensorError as exc:
+            raise _damaged(path, exc) from None
+
+    def close(self) -> None:
+        self.handle, self.shard = None, None
+
+
+def layer_weight(read: ShardReader, prefix: str, method: str, bits: int, v1: bool, dtype: Any) -> Any:
+    """One packed Linear's [out, in] weight in ``dtype``, dequantized a block of output columns at a time.
+
+    Every value depends only on its own column's integers, zero and scale, so the blocks give exactly
+    the whole-matrix result, while the int64 temporaries stay within ``BLOCK_ELEMENTS`` weights.
+    """
+    import torch
+
+    qweight, qzeros, scales = (read.get(f"{prefix}.{k}") for k in ("qweight", "qzeros", "scales"))
+    g_idx = read.get(f"{prefix}.g_idx") if f"{prefix}.g_idx" in read.headers else None
+    out_features = scales.shape[1]
+    in_features = qweight.shape[0] * 32 // bits if method == "gptq" else qweight.shape[0]
+    width = max(32, BLOCK_ELEMENTS // max(1, in_features) // 32 * 32)  # 32 columns fill whole int32 words
+    weight = torch.empty(out_features, in_features, dtype=dtype)
+    for c0 in range(0, out_features, width):
+        c1 = min(c0 + width, out_features)
+        if method == "gptq":
+            words = slice(c0 * bits // 32, -(-c1 * bits // 32))
+            block = gptq_weight(qweight[:, c0:c1], qzeros[:, words], scales[:, c0:c1], g_idx, bits, v1)
+        else:
+            words = slice(c0 // 8, -(-c1 // 8))
+            block = awq_weight(qweight[:, words], qzeros[:, words], scales[:, c0:c1], bits)
+        weight[c0:c1] = block.to(dtype)
+    return weight
+
+
+def dequantize_checkpoint(folder: Path, target: Path, qc: dict[str, Any], max_shard_bytes: int | None = None) -> int:
+    """Write ``target`` (config without quantization_config, float16 safetensors, tokenizer files).
+
+    Layer by layer: the memory it needs is about one output shard (``max_shard_bytes``, default
+    ``MAX_SHARD_BYTES``) plus one layer, not the model.  Shards are named and indexed as transformers'
+    ``save_pretrained`` names them (one shard: a plain ``model.safetensors``).  Returns the number of
+    layers dequantized.  ``target`` is a staging folder the caller publishes whole.
+    """
+    import json
+    import shutil
+
+    import torch
+    from safetensors.torch import save_file
+
     method = str(qc.get("quant_method")).lower()
     bits = int(qc.get("bits") or qc.get("w_bit") or 4)
     if method == "awq" and str(qc.get("version") or "gemm").lower() != "gemm":
         raise ModelError(f"AWQ version {qc.get('version')!r} packing is not supported by comptrust's dequantizer",
                          "install gptqmodel (pip install gptqmodel) to load it with its own kernels")
     v1 = method == "gptq" and str(qc.get("checkpoint_format") or "gptq") == "gptq"
-    out: dict[str, Any] = {}
-    layers = packed_layers(list(tensors))
-    for prefix in layers:
-        try:
-            qweight, qzeros, scales = (tensors[f"{prefix}.{k}"] for k in ("qweight", "qzeros", "scales"))
-        except KeyError as exc:
-            raise ModelError(f"packed layer {prefix} lacks {exc.args[0]}", "download the checkpoint again") from None
-        if method == "gptq":
-            weight = gptq_weight(qweight, qzeros, scales, tensors.get(f"{prefix}.g_idx"), bits, v1)
-        else:
-            weight = awq_weight(qweight, qzeros, scales, bits)
-        out[f"{prefix}.weight"] = weight.to(dtype)
-    packed = {f"{p}{s}" for p in layers for s in PACKED_SUFFIXES}
-    for name, tensor in tensors.items():
-        if name not in packed:
-            out[name] = tensor.to(dtype) if tensor.is_floating_point() else tensor
-    return out
-
-
-def dequantize_checkpoint(folder: Path, target: Path, qc: dict[str, Any]) -> int:
-    """Write ``target`` (config without quantization_config, float16 safetensors, tokenizer files).
-
-    Returns the number of layers dequantized.  ``target`` is a staging folder the caller publishes.
-    """
-    import json
-    import shutil
-
-    import torch
-    from safetensors.torch import load_file, save_file
-
-    tensors: dict[str, Any] = {}
-    for path in sorted(folder.glob("*.safetensors")):
-        tensors.update(load_file(str(path)))
-    if not packed_layers(list(tensors)):
+    headers = read_headers(folder)
+    layers = packed_layers(list(headers))
+    if not layers:
         raise ModelError(f"{folder} says it is {qc.get('quant_method')}-quantized but has no packed qweight tensors",
                          "download the checkpoint again")
-    state = dequantize_state(tensors, qc, torch.float16)
-    save_file(state, str(target / "model.safetensors"), metadata={"format": "pt"})
+    shards = split_shards(plan_items(headers, method, bits), max_shard_bytes or MAX_SHARD_BYTES)
+    names = ["model.safetensors"] if len(shards) == 1 else \
+        [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+    read = ShardReader(folder, headers)
+    weight_map: dict[str, str] = {}
+    for name, shard in zip(names, shards, strict=True):
+        state: dict[str, Any] = {}
+        for item in shard:
+            if item.layer is not None:
+                state[item.name] = layer_weight(read, item.layer, method, bits, v1, torch.float16)
+            else:
+                tensor = read.get(item.name)
+                state[item.name] = tensor.to(torch.float16) if tensor.is_floating_point() else tensor
+            weight_map[item.name] = name
+        save_file(state, str(target / name), metadata={"format": "pt"})
+        del state  # the next shard starts empty
+    read.close()
+    if len(shards) > 1:
+        index = {"metadata": {"total_size": sum(i.nbytes for s in shards for i in s)},
+                 "weight_map": dict(sorted(weight_map.items()))}
+        (target / "model.safetensors.index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n",
+                                                            encoding="utf-8")
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     config.pop("quantization_config", None)
     config["torch_dtype"] = config["dtype"] = "float16"
@@ -148,4 +345,4 @@ def dequantize_checkpoint(folder: Path, target: Path, qc: dict[str, Any]) -> int
         if (path.is_file() and path.suffix not in (".safetensors", ".bin", ".pt", ".pth")
                 and path.name != "config.json" and not path.name.endswith(".index.json")):
             shutil.copy2(path, target / path.name)
-    return len(packed_layers(list(tensors)))
+    return len(layers)

@@ -164,14 +164,14 @@ def estimated_bytes(method: str | None, cfg: dict[str, Any], config: dict[str, A
 
 def base_config(spec: str) -> dict[str, Any] | None:
     """The base model's ``config.json`` without loading weights or using the network (a dry run must not
-    download): a local folder or GGUF, the demo alias, a hub id already in the local hub cache, or one of
-    the paper's models by name; else None."""
+    download): a local folder or GGUF, an alias of ``MODEL_ALIASES`` (its installed GGUF), a hub id already
+    in the local hub cache, or one of the paper's models by name; else None."""
     from comptrust.errors import ComptrustError
-    from comptrust.models import DEMO_ALIAS, resolve_model
+    from comptrust.models import MODEL_ALIASES, resolve_model
 
     path = Path(spec).expanduser()
     try:
-        if spec == DEMO_ALIAS or (path.suffix == ".gguf" and path.is_file()):
+        if spec in MODEL_ALIASES or (path.suffix == ".gguf" and path.is_file()):
             path = resolve_model(spec).path  # converted once; the sweep needs it anyway
         if path.is_dir():
             config = path / "config.json"

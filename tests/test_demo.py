@@ -1,4 +1,4 @@
-"""`comptrust demo` end to end: the embedded default on the real demo model (slow: ~3 minutes here)."""
+"""`comptrust demo` end to end: the embedded default on the real demo model (slow: 3-6 minutes here)."""
 
 from __future__ import annotations
 
@@ -35,6 +35,18 @@ def test_demo_compresses_evaluates_both_and_reports(tmp_path):
     # the smoke suite has one AdvGLUE++ prompt per cell: no interval, said as such (was "-11.1 to -11.1")
     assert compressed["deltas"]["adv_glue"]["ci95"] is None
     assert compressed["deltas"]["adv_glue"]["no_interval_reason"].startswith("n too small: 1 unit(s)")
+    # the noise floor: dense rerun at seed 1 beside every change; greedy measures do not move under it
+    rerun = json.loads((out / "runs" / "dense-noise-seed" / "summary.json").read_text())
+    assert rerun["perturbation"] == {"kind": "seed", "of_run": dense["run_id"], "seed": 1, "order_seed": None,
+                                     "batch_size": None}
+    floor = scores["noise_floor"]["smollm2-135m-instruct"]
+    assert floor["label"] == "dense rerun (seed 1)"
+    for greedy in ("adv_glue", "ood", "machine_ethics", "mmlu"):
+        assert floor["changes"][greedy]["delta"] == 0.0
+        generation = rerun["perspectives"][greedy]["generation"]
+        assert generation["cached"] == generation["rows"]
+    assert all("within_noise_floor" in d for d in compressed["deltas"].values())
+    assert "noise floor: dense rerun (seed 1)" in html
 
 
 def assert_honest_intervals(scores: dict) -> None:

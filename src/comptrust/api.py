@@ -35,13 +35,16 @@ def evaluate(backend: Backend, perspectives: list[str], *, data_dir: str | Path 
              profile: str = DEFAULT_PROFILE, scenarios: list[str] | None = None,
              max_new_tokens: int | None = None, out: str | Path | None = None, quiet: bool = True,
              extra: dict[str, Any] | None = None, cache: Cache | None = None,
-             divergence: Any = None, base_model: str | dict[str, Any] | None = None) -> dict[str, Any]:
+             divergence: Any = None, base_model: str | dict[str, Any] | None = None,
+             perturbation: Any = None) -> dict[str, Any]:
     """Evaluate ``perspectives`` and return the run summary (also written to ``out``).
 
     ``base_model`` (folder, .gguf, alias or hub id) names the dense model a downloaded checkpoint was
     made from, so the report pairs the two (by weights hash where the base resolves here).
 
     ``divergence``: a :class:`comptrust.divergence.DivergencePlan` (reference and/or comparison).
+    ``perturbation``: a :class:`comptrust.noise.Perturbation` when this run is a noise-floor replicate
+    (:func:`evaluate_noise_floor` makes one).
     """
     from comptrust.runner import evaluate as run
 
@@ -54,7 +57,34 @@ def evaluate(backend: Backend, perspectives: list[str], *, data_dir: str | Path 
     declared = declare_base_model(base_model) if isinstance(base_model, str) else base_model
     data = open_source(data_dir, smoke=smoke, hub_revision=hub_revision)
     return run(backend, perspectives, data, options, Path(out) if out else None, cache=cache, quiet=quiet,
-               divergence=divergence, base_model=declared)
+               divergence=divergence, base_model=declared, perturbation=perturbation)
+
+
+def evaluate_noise_floor(backend: Backend, summary: dict[str, Any], kind: str, perspectives: list[str],
+                         **kwargs: Any) -> dict[str, Any]:
+    """Evaluate ``backend`` again as a noise-floor replicate of the run ``summary`` describes.
+
+    ``kwargs`` are the first run's :func:`evaluate` arguments (``seed`` among them; ``out`` and
+    ``divergence`` are replaced).  The replicate goes beside the first run
+    (:func:`comptrust.noise.replicate_dir`) and the first run's summary records where, so
+    ``comptrust report`` finds it.  Returns the replicate's summary.
+    """
+    from comptrust.noise import perturbation_for, replicate_dir
+
+    seed = int(kwargs.pop("seed", 0))
+    kwargs.pop("divergence", None)
+    kwargs.pop("out", None)
+    perturbation = perturbation_for(kind, str(summary["run_id"]), seed, backend)
+    primary = Path(summary["run_dir"])
+    replicate = evaluate(backend, perspectives, seed=perturbation.seed, out=replicate_dir(primary, kind),
+                         perturbation=perturbation, **kwargs)
+    run_dir = RunDir(primary)
+    first = run_dir.read_summary()
+    first["noise_floor"] = {"run_dir": Path(replicate["run_dir"]).name, "run_id": replicate["run_id"],
+                            "perturbation": perturbation.to_json()}
+    run_dir.write_summary(first)
+    summary["noise_floor"] = first["noise_floor"]
+    return replicate
 
 
 def declare_base_model(spec: str) -> dict[str, Any]:

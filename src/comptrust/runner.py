@@ -26,26 +26,37 @@ from comptrust.allocator import allocator_info
 from comptrust.backends.base import Backend, LoglikelihoodBackend, row_seed
 from comptrust.data.source import DataSource
 from comptrust.errors import ConfigError
+from comptrust.noise import Perturbation, batch_layout
 from comptrust.perspectives.base import EvalOptions, Perspective, check_profile
 from comptrust.progress import Progress
 from comptrust.registry import get_perspective
-from comptrust.store import Cache, RunDir, generation_key, loglik_key
+from comptrust.store import Cache, RunDir, completion_key, loglik_key
 from comptrust.threads import threads_info
 from comptrust.types import Completion, GenRow, PerspectiveResult, Sample, ScoredSample, stable_hash
 
 
 def generate_cached(backend: Backend, perspective: Perspective, samples: Sequence[Sample], cache: Cache,
-                    progress: Progress) -> tuple[list[list[str]], dict[str, Any]]:
-    """Responses for every sample (``n`` each), generating only what the cache lacks."""
+                    progress: Progress, perturbation: Perturbation | None = None
+                    ) -> tuple[list[list[str]], dict[str, Any]]:
+    """Responses for every sample (``n`` each), generating only what the cache lacks.
+
+    A greedy completion's key does not carry the run seed (its text does not depend on it), so a
+    run at another seed reuses it.  A batch-layout noise replicate (``perturbation``) keys its
+    completions apart and generates them in its own order.
+    """
+    model = backend.fingerprint
+    salt = perturbation.cache_salt if perturbation is not None else None
+    if salt:
+        model = f"{model}|{salt}"
     keyed: list[tuple[Sample, int, str]] = []
     for s in samples:
         for j in range(s.params.n):
-            key = generation_key(backend.fingerprint, perspective.name, perspective.version, s.id,
-                                 s.prompt_hash, s.params.cache_fields(), j, s.params.seed)
-            keyed.append((s, j, key))
+            keyed.append((s, j, completion_key(model, perspective.name, perspective.version, s, j)))
     found = cache.get_many(k for _, _, k in keyed)
     texts: dict[str, str] = {k: v[0] for k, v in found.items()}
     missing = [(s, j, k) for s, j, k in keyed if k not in found]
+    if perturbation is not None:
+        missing = perturbation.shuffled(missing, perspective.name)
     rows = [GenRow(messages=s.messages, params=s.params, sample_index=j,
                    row_seed=row_seed(s.params.seed, s.id, s.prompt_hash, j)) for s, j, _ in missing]
     generated_tokens = 0
@@ -56,7 +67,7 @@ def generate_cached(backend: Backend, perspective: Perspective, samples: Sequenc
         nonlocal generated_tokens
         s, j, key = missing[i]
         # The stored text: another run sharing this cache may have stored this key first.
-        texts[key] = cache.put(key, backend.fingerprint, perspective.name, s.id, j, completion.text,
+        texts[key] = cache.put(key, model, perspective.name, s.id, j, completion.text,
                                completion.prompt_tokens, completion.completion_tokens)
         generated_tokens += completion.completion_tokens
         progress.advance(task)
@@ -183,14 +194,19 @@ def run_spec(backend: Backend, perspectives: Sequence[str], data: DataSource, op
 def run_id(spec: dict) -> str:
     identity = [spec["model"]["fingerprint"], spec["perspectives"], spec["options"],
                 {k: v for k, v in spec["data"].items() if k != "resolved_commit"}]
+    if spec.get("perturbation"):  # a noise-floor replicate is a run of its own
+        identity.append(spec["perturbation"])
     return stable_hash(identity, 12)
 
 
 def results_identity(spec: dict) -> str:
     """What every result in one run folder shares: model, data and options (not the perspective list,
     so a sweep can add perspectives to a folder one at a time)."""
-    return stable_hash([spec["model"]["fingerprint"], spec["options"],
-                        {k: v for k, v in spec["data"].items() if k != "resolved_commit"}], 12)
+    identity = [spec["model"]["fingerprint"], spec["options"],
+                {k: v for k, v in spec["data"].items() if k != "resolved_commit"}]
+    if spec.get("perturbation"):
+        identity.append(spec["perturbation"])
+    return stable_hash(identity, 12)
 
 
 def claim_run_dir(run: RunDir, spec: dict) -> Path | None:
@@ -246,10 +262,12 @@ class CachedLoglikelihood:
     once; the values come back from JSON bit for bit, so a cached run scores exactly as a fresh one.
     """
 
-    def __init__(self, inner: LoglikelihoodBackend, cache: Cache) -> None:
+    def __init__(self, inner: LoglikelihoodBackend, cache: Cache, salt: str | None = None) -> None:
         self.inner, self.cache = inner, cache
         self.name = getattr(inner, "name", type(inner).__name__)
         self.fingerprint: str = inner.fingerprint  # type: ignore[attr-defined]
+        if salt:  # a batch-layout noise replicate computes afresh, under its own keys
+            self.fingerprint = f"{self.fingerprint}|{salt}"
         self.computed = 0
         self.from_cache = 0
 
@@ -285,11 +303,13 @@ def check_scenarios(instances: Sequence[Perspective], options: EvalOptions) -> N
 
 def evaluate(backend: Backend, perspectives: Sequence[str], data: DataSource, options: EvalOptions,
              run_dir: Path | None = None, cache: Cache | None = None, quiet: bool = True,
-             divergence: Any = None, base_model: dict[str, Any] | None = None) -> dict[str, Any]:
+             divergence: Any = None, base_model: dict[str, Any] | None = None,
+             perturbation: Perturbation | None = None) -> dict[str, Any]:
     """Evaluate ``perspectives`` and write the run directory; returns the summary dict.
 
     ``divergence``: a :class:`comptrust.divergence.DivergencePlan` (``--divergence``,
     ``--divergence-from``), run after each generating perspective is written.
+    ``perturbation``: this run is a noise-floor replicate (:mod:`comptrust.noise`), recorded as such.
     """
     check_profile(options.profile)
     instances = [get_perspective(p) for p in perspectives]  # fail on a bad name before any work
@@ -297,6 +317,8 @@ def evaluate(backend: Backend, perspectives: Sequence[str], data: DataSource, op
     if divergence is not None:
         divergence.prepare(backend, [p.name for p in instances if getattr(p, "kind", "generate") != "loglik"])
     spec = run_spec(backend, perspectives, data, options, base_model)
+    if perturbation is not None:
+        spec["perturbation"] = perturbation.to_json()
     spec["run_id"] = run_id(spec)
     run = RunDir(run_dir or default_run_dir(backend, spec)).prepare()
     moved = claim_run_dir(run, spec)
@@ -308,18 +330,21 @@ def evaluate(backend: Backend, perspectives: Sequence[str], data: DataSource, op
     summary: dict[str, Any] = {k: spec[k] for k in ("run_id", "model", "data", "options", "deviations",
                                                       "profile", "seed", "versions", "threads", "allocator",
                                                       "comptrust_version")}
+    if perturbation is not None:
+        summary["perturbation"] = spec["perturbation"]
     summary["run_dir"] = str(run.root)
     if moved is not None:
         summary["superseded"] = str(moved)
     summary["perspectives"] = {}
     timing = Timing(backend)
     try:
-        with Progress(quiet=quiet) as progress:
+        with Progress(quiet=quiet) as progress, batch_layout(backend, perturbation):
             for perspective in instances:
                 own = options_for(perspective, options, perspectives)
                 if own is None:
                     continue  # --scenarios selected nothing of this perspective
-                result, scored, gen_stats = _evaluate_one(perspective, backend, data, own, cache, progress)
+                result, scored, gen_stats = _evaluate_one(perspective, backend, data, own, cache, progress,
+                                                          perturbation)
                 entry = result.to_json()
                 entry["scorer"] = perspective.scorer_info(options)
                 entry["generation"] = gen_stats
@@ -359,18 +384,20 @@ def evaluate(backend: Backend, perspectives: Sequence[str], data: DataSource, op
 
 
 def _evaluate_one(perspective: Perspective, backend: Backend, data: DataSource, options: EvalOptions,
-                  cache: Cache, progress: Progress) -> tuple[PerspectiveResult, list[ScoredSample], dict]:
+                  cache: Cache, progress: Progress, perturbation: Perturbation | None = None
+                  ) -> tuple[PerspectiveResult, list[ScoredSample], dict]:
     perspective.prepare(options, cache)
+    salt = perturbation.cache_salt if perturbation is not None else None
     if getattr(perspective, "kind", "generate") == "loglik":
         started = time.perf_counter()
-        cached = CachedLoglikelihood(backend, cache) if isinstance(backend, LoglikelihoodBackend) else None
+        cached = CachedLoglikelihood(backend, cache, salt) if isinstance(backend, LoglikelihoodBackend) else None
         scored, result = perspective.evaluate_loglik(cached or backend, data, options)
         return result, scored, {"rows": len(scored), "seconds": round(time.perf_counter() - started, 3),
                                 "kind": "loglik", "tokens_per_second": None,
                                 "cached": cached.from_cache if cached else 0,
                                 "computed": cached.computed if cached else 0, "scoring_seconds": 0.0}
     samples = perspective.samples(data, options)
-    responses, gen_stats = generate_cached(backend, perspective, samples, cache, progress)
+    responses, gen_stats = generate_cached(backend, perspective, samples, cache, progress, perturbation)
     started = time.perf_counter()
     with progress.status(f"{perspective.name}: scoring {len(samples)} samples"):
         scored = score_samples(perspective, samples, responses, options.profile)

@@ -140,6 +140,18 @@ def generation_key(model: str, perspective: str, version: int, sample_id: str, p
     return stable_hash([model, perspective, version, sample_id, prompt_hash, params, sample_index, seed], 32)
 
 
+def completion_key(model: str, perspective: str, version: int, sample: Any, index: int) -> str:
+    """The cache key of draw ``index`` of ``sample`` (a :class:`comptrust.types.Sample`).
+
+    A greedy draw's text does not depend on the run seed, so its key carries seed 0 whatever the
+    seed: a run at another seed (a noise-floor replicate, a second seed) reuses it.
+    """
+    params = sample.params
+    seed = params.seed if params.temperature > 0 else 0
+    return generation_key(model, perspective, version, sample.id, sample.prompt_hash, params.cache_fields(), index,
+                          seed)
+
+
 def loglik_scorer(model: str) -> str:
     """The ``scores`` table's scorer column for one backend's log-likelihoods."""
     return f"loglik:{model}"

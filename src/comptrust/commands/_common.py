@@ -64,6 +64,11 @@ def print_summary(summary: dict[str, Any], quiet: bool) -> None:
     caption = f"profile {summary['profile']} · seed {summary['seed']} · data {data.get('kind')}"
     if data.get("kind") == "smoke":
         caption += " (SMOKE SUITE: checks the pipeline, not the benchmark)"
+    if summary.get("perturbation"):
+        from comptrust.noise import Perturbation
+
+        rerun = Perturbation.from_json(summary["perturbation"])
+        caption += f" · noise-floor rerun ({rerun.describe() if rerun else 'perturbed'})"
     table = Table(title=title, caption=caption)
     for col in ("perspective", "score", "refusal %", "samples", "generated", "cached", "tok/s", "complete"):
         table.add_column(col, justify="left" if col == "perspective" else "right", no_wrap=True)

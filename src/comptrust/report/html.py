@@ -83,9 +83,14 @@ def fmt_delta(delta: Delta | None) -> dict[str, Any]:
         cls, main = "refusal", main + (" ▼" if delta.value < 0 else " ▲") * bool(delta.significant) + " refusals"
     elif delta.significant:
         cls, main = ("drop" if delta.value < 0 else "gain"), main + (" ▼" if delta.value < 0 else " ▲")
+    if delta.within_noise_floor:
+        main += " ≈"
     ci = f"[{delta.ci[0]:+.1f}, {delta.ci[1]:+.1f}]" if delta.ci else _short(delta.reason)
     excludes_zero = delta.ci is not None and (delta.ci[0] > 0 or delta.ci[1] < 0)
     notes = [delta.reason or ("95% CI excludes 0" if excludes_zero else "95% CI includes 0")]
+    if delta.noise is not None and delta.noise.value is not None:
+        notes.append(("inside" if delta.within_noise_floor else "outside")
+                     + f" the noise floor: rerunning the dense model moved it {delta.noise.value:+.1f}")
     if delta.refusal_driven:
         notes.append("explained by refusals: " + delta.refusal_driven)
     if delta.p_value is not None:
@@ -198,16 +203,38 @@ FLIP_ROWS = (("flipped", "flipped"), ("worse", "better → worse"), ("better", "
              ("to_refusal", "answer → refusal"), ("from_refusal", "refusal → answer"))
 
 
+def _mark_within(cell: dict[str, Any], within: bool | None) -> dict[str, Any]:
+    if within:
+        return {**cell, "text": cell["text"] + " ≈", "title": cell["title"] + "; no more than the noise floor's"}
+    return cell
+
+
 def flip_rows(section: dict[str, Any] | None, base: str) -> list[dict[str, Any]]:
-    """Per compressed variant of ``base``: one row per flip kind and one for the exact test, across MEASURES."""
+    """Per compressed variant of ``base``: one row per flip kind and one for the exact test, across MEASURES;
+    then the noise floor's flips (dense vs its rerun), where there is one."""
     out = []
     for row in (section or {}).get("bases", {}).get(base, []):
-        measures = row["measures"]
+        measures, within = row["measures"], row.get("within_noise") or {}
         lines = [{"kind": title, "cells": [_fmt_share(measures.get(m), kind) for m in MEASURES]}
                  for kind, title in FLIP_ROWS]
+        lines[0]["cells"] = [_mark_within(c, within.get(m)) for c, m in zip(lines[0]["cells"], MEASURES, strict=True)]
         lines.append({"kind": "exact test", "cells": [_fmt_flip_test(measures.get(m)) for m in MEASURES]})
         out.append({"label": row["variant"], "lines": lines})
+    floor = (section or {}).get("noise", {}).get(base)
+    if floor is not None and out:
+        out.append({"label": f"noise floor: {floor['label']}", "noise": True,
+                    "lines": [{"kind": title, "cells": [_fmt_share(floor["measures"].get(m), kind) for m in MEASURES]}
+                              for kind, title in FLIP_ROWS]})
     return out
+
+
+def noise_rows(base: Any) -> list[dict[str, Any]]:
+    """The deltas table's last row: dense vs its noise-floor rerun (empty without one)."""
+    if base.noise is None or base.dense is None or len(base.variants) < 2:
+        return []
+    return [{"label": f"noise floor: {base.noise.label}", "noise": True,
+             "cells": [{**c, "main": c["text"], "ci": ""}
+                       for c in (fmt_change(base.noise.changes.get(m)) for m in (*MEASURES, AVERAGE))]}]
 
 
 def build_context(table: Table, found: dict[str, Any], paper: list[dict[str, Any]],
@@ -228,7 +255,8 @@ def build_context(table: Table, found: dict[str, Any], paper: list[dict[str, Any
                       "answered": [fmt_cell(v.answered.get(m)) for m in MEASURES],
                       "health": _fmt_health(v), "eff": _fmt_eff(v)} for v in base.variants],
             "deltas": [{"label": v.label, "cells": [fmt_delta(v.deltas.get(m)) for m in (*MEASURES, AVERAGE)]}
-                       for v in compressed],
+                       for v in compressed] + noise_rows(base),
+            "noise": base.noise.label if base.noise is not None else None,
             "refusal_deltas": [{"label": v.label, "cells": [fmt_change(_part(v, m, "refusal")) for m in MEASURES]}
                                for v in compressed],
             "answered_deltas": [{"label": v.label,

@@ -15,6 +15,7 @@ from typing import Any
 
 from comptrust.compression.checkpoint import THIRD_PARTY, with_declared_base
 from comptrust.errors import ConfigError, DataError
+from comptrust.noise import Perturbation
 from comptrust.registry import TRUST_PERSPECTIVES
 from comptrust.store import RunDir
 from comptrust.types import ScoredSample, stable_hash
@@ -102,6 +103,11 @@ class Run:
     def is_third_party(self) -> bool:
         """A downloaded checkpoint whose compression record was read from its own files, not comptrust's."""
         return bool(self.manifest) and self.manifest.get("produced_by") == THIRD_PARTY
+
+    @property
+    def perturbation(self) -> Perturbation | None:
+        """What this run changed to measure the noise floor of the run it replicates (None: a plain run)."""
+        return Perturbation.from_json(self.summary.get("perturbation"))
 
     @property
     def run_id(self) -> str:
@@ -365,6 +371,29 @@ def load_runs(paths: list[Path]) -> list[Run]:
             raise ConfigError(f"run folder {run.path} was given twice", "list each run once")
         seen[key] = 1
     return runs
+
+
+def linked_replicates(runs: list[Run]) -> tuple[list[Run], list[str]]:
+    """The noise-floor reruns the given runs' summaries name (``comptrust eval --noise-floor``) and were
+    not given themselves, loaded from beside their run; and a note for each one found or missing."""
+    given = {run.path.resolve() for run in runs}
+    found: list[Run] = []
+    notes: list[str] = []
+    for run in runs:
+        link = run.summary.get("noise_floor")
+        if not isinstance(link, dict) or not isinstance(link.get("run_dir"), str):
+            continue
+        path = run.path.resolve().parent / Path(link["run_dir"]).name
+        if path in given:
+            continue
+        if not (path / "summary.json").is_file():
+            notes.append(f"Run {run.path.name} names a noise-floor rerun {path.name} that is not beside it: "
+                         "no noise floor (copy that folder along, or pass it as a run folder).")
+            continue
+        found.append(load_run(path))
+        given.add(path)
+        notes.append(f"Noise floor: rerun {path.name} loaded from beside {run.path.name}, as its summary names it.")
+    return found, notes
 
 
 def apply_pairs(runs: list[Run], pairs: dict[Path, Path]) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from comptrust.backends.base import row_seed
 from comptrust.errors import BackendError
-from comptrust.store import generation_key, loglik_key
+from comptrust.store import completion_key, loglik_key
 from comptrust.types import GenRow, Sample, stable_hash
 
 _LOADED: dict[str, Any] = {}
@@ -25,8 +25,7 @@ def row_plan(fingerprint: str, perspective: Any, samples: Sequence[Sample]) -> l
     out = []
     for s in samples:
         for j in range(s.params.n):
-            key = generation_key(fingerprint, perspective.name, perspective.version, s.id, s.prompt_hash,
-                                 s.params.cache_fields(), j, s.params.seed)
+            key = completion_key(fingerprint, perspective.name, perspective.version, s, j)
             out.append((s, j, key, GenRow(messages=s.messages, params=s.params, sample_index=j,
                                           row_seed=row_seed(s.params.seed, s.id, s.prompt_hash, j))))
     return out

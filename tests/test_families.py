@@ -172,3 +172,16 @@ def test_a_prompt_past_opts_learned_positions_fails_in_one_line(bases):
     fits = GenRow(({"role": "user", "content": "I agree. " * 400},), GenParams(max_tokens=2000), 0, 0)
     with pytest.raises(BackendError, match="--max-new-tokens"):
         backend.generate([fits])
+
+
+def test_teacher_forcing_past_opts_learned_positions_fails_in_one_line(bases):
+    from comptrust.backends.hf import HFBackend
+    from comptrust.divergence import ForceRequest
+    from comptrust.errors import BackendError
+
+    backend = HFBackend.from_path(bases["opt"])
+    fits = ForceRequest(ids=[5, 17, 42, 99, 7], start=2)
+    [result] = backend.teacher_force([fits], 3)  # a short response is scored as usual
+    assert result is not None
+    with pytest.raises(BackendError, match=r"2100 tokens long, past the 2048 positions OPTForCausalLM has learned"):
+        backend.teacher_force([fits, ForceRequest(ids=[5] * 2100, start=2000)], 3)

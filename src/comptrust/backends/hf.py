@@ -355,9 +355,20 @@ class HFBackend:
                 batch = self._smaller_batch_after(exc, batch)
 
     def teacher_force(self, requests: list[Any], k: int) -> list[Any]:
-        """Top-``k`` and requested log-probabilities at each response token (divergence from dense)."""
+        """Top-``k`` and requested log-probabilities at each response token (divergence from dense).
+
+        A sequence past a learned position table (OPT) is a one-line error before any forward pass,
+        as in :meth:`_check_positions`.
+        """
         from comptrust.divergence import hf_teacher_force
 
+        limit = position_limit(self.model)
+        longest = max((len(r.ids) for r in requests), default=0)
+        if limit is not None and longest > limit:
+            raise BackendError(f"a dense response to score by teacher forcing is {longest} tokens long, past the "
+                               f"{limit} positions {type(self.model).__name__} has learned",
+                               "compare with a dense run of this model's own family (its responses fit its "
+                               "positions), or leave that perspective out (--perspectives)")
         return hf_teacher_force(self.model, requests, k)
 
     # ---- internals --------------------------------------------------------------------

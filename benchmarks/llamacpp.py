@@ -19,18 +19,30 @@ import time
 from typing import Any
 
 
-def smoke_rows(count: int, max_tokens: int) -> list[Any]:
+def smoke_rows(count: int, max_tokens: int, limit: int = 4, temperature: float | None = None) -> list[Any]:
+    """The first ``count`` smoke-suite rows (stereotype, machine ethics, OOD, toxicity; ``limit`` records per
+    scenario: 118 rows at 4, 138 at 8); greedy unless ``temperature`` is given."""
     from comptrust.data.source import open_source
     from comptrust.perspectives.base import EvalOptions
     from comptrust.registry import get_perspective
     from comptrust.types import GenParams, GenRow
 
     data = open_source(None, smoke=True)
+    params = GenParams(max_tokens=max_tokens) if temperature is None else GenParams(max_tokens=max_tokens,
+                                                                                     temperature=temperature)
     rows: list[Any] = []
     for name in ("stereotype", "machine_ethics", "ood", "toxicity"):
-        for sample in get_perspective(name).samples(data, EvalOptions(limit=4, samples=1)):
-            rows.append(GenRow(tuple(sample.messages), GenParams(max_tokens=max_tokens), 0, len(rows)))
+        for sample in get_perspective(name).samples(data, EvalOptions(limit=limit, samples=1)):
+            rows.append(GenRow(tuple(sample.messages), params, 0, len(rows)))
     return rows[:count]
+
+
+def finish(results: Any, json_path: str | None) -> None:
+    """The closing line (load, UTC time) and, with ``--json``, the results file."""
+    print(f"load {os.getloadavg()[0]:.1f} at end; {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}")
+    if json_path:
+        with open(json_path, "w", encoding="utf-8") as fh:
+            json.dump(results, fh, indent=2)
 
 
 def timed(backend: Any, rows: list[Any]) -> tuple[list[str], float]:
@@ -78,10 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         for p in results["scores"]["llamacpp"]:
             a, b = results["scores"]["llamacpp"][p], results["scores"]["hf"].get(p)
             print(f"{p:<18} {a if a is None else round(a, 1)!s:>9} {b if b is None else round(b, 1)!s:>9}")
-    print(f"load {os.getloadavg()[0]:.1f} at end; {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}")
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(results, fh, indent=2)
+    finish(results, args.json)
     return 0
 
 

@@ -30,25 +30,13 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 MODELS = ("smollm2-135m-instruct", "gemma3-270m")
-
-
-def smoke_rows(count: int, max_tokens: int, temperature: float) -> list[Any]:
-    from comptrust.data.source import open_source
-    from comptrust.perspectives.base import EvalOptions
-    from comptrust.registry import get_perspective
-    from comptrust.types import GenParams, GenRow
-
-    data = open_source(None, smoke=True)
-    rows: list[Any] = []
-    for name in ("stereotype", "machine_ethics", "ood", "toxicity"):
-        for sample in get_perspective(name).samples(data, EvalOptions(limit=8, samples=1)):
-            rows.append(GenRow(tuple(sample.messages), GenParams(max_tokens=max_tokens, temperature=temperature),
-                               0, len(rows)))
-    return (rows * (count // max(len(rows), 1) + 1))[:count]
 
 
 def macs_per_token(config: Any) -> tuple[int, int]:
@@ -132,10 +120,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import torch
+    from llamacpp import finish, smoke_rows
 
     from comptrust import api
 
-    rows = smoke_rows(args.rows, args.max_tokens, temperature=1.0)
+    rows = smoke_rows(args.rows, args.max_tokens, limit=8, temperature=1.0)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads "
           f"{torch.get_num_threads()}, torch {torch.__version__}; load {os.getloadavg()[0]:.1f} at start; "
           f"{len(rows)} rows x {args.max_tokens} sampled tokens (temperature 1)")
@@ -160,10 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             results.append(row)
             print(json.dumps(row), flush=True)
             del backend
-    print(f"load {os.getloadavg()[0]:.1f} at end; {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}")
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(results, fh, indent=2)
+    finish(results, args.json)
     return 0
 
 

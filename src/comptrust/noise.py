@@ -79,6 +79,12 @@ class Perturbation:
         return out
 
 
+def cache_model(fingerprint: str, perturbation: Perturbation | None) -> str:
+    """The model column of a run's cache keys: the backend's fingerprint, apart for a batch-layout replicate."""
+    salt = perturbation.cache_salt if perturbation is not None else None
+    return f"{fingerprint}|{salt}" if salt else fingerprint
+
+
 def check_kind(kind: str) -> str:
     if kind not in KINDS:
         raise ConfigError(f"unknown --noise-floor {kind!r}", f"choose from: {', '.join(KINDS)}")

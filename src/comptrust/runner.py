@@ -26,7 +26,7 @@ from comptrust.allocator import allocator_info
 from comptrust.backends.base import Backend, LoglikelihoodBackend, row_seed
 from comptrust.data.source import DataSource
 from comptrust.errors import ConfigError
-from comptrust.noise import Perturbation, batch_layout
+from comptrust.noise import Perturbation, batch_layout, cache_model
 from comptrust.perspectives.base import EvalOptions, Perspective, check_profile
 from comptrust.progress import Progress
 from comptrust.registry import get_perspective
@@ -44,10 +44,7 @@ def generate_cached(backend: Backend, perspective: Perspective, samples: Sequenc
     run at another seed reuses it.  A batch-layout noise replicate (``perturbation``) keys its
     completions apart and generates them in its own order.
     """
-    model = backend.fingerprint
-    salt = perturbation.cache_salt if perturbation is not None else None
-    if salt:
-        model = f"{model}|{salt}"
+    model = cache_model(backend.fingerprint, perturbation)
     keyed: list[tuple[Sample, int, str]] = []
     for s in samples:
         for j in range(s.params.n):
@@ -262,12 +259,11 @@ class CachedLoglikelihood:
     once; the values come back from JSON bit for bit, so a cached run scores exactly as a fresh one.
     """
 
-    def __init__(self, inner: LoglikelihoodBackend, cache: Cache, salt: str | None = None) -> None:
+    def __init__(self, inner: LoglikelihoodBackend, cache: Cache, perturbation: Perturbation | None = None) -> None:
         self.inner, self.cache = inner, cache
         self.name = getattr(inner, "name", type(inner).__name__)
-        self.fingerprint: str = inner.fingerprint  # type: ignore[attr-defined]
-        if salt:  # a batch-layout noise replicate computes afresh, under its own keys
-            self.fingerprint = f"{self.fingerprint}|{salt}"
+        # a batch-layout noise replicate computes afresh, under its own keys
+        self.fingerprint: str = cache_model(inner.fingerprint, perturbation)  # type: ignore[attr-defined]
         self.computed = 0
         self.from_cache = 0
 
@@ -387,10 +383,10 @@ def _evaluate_one(perspective: Perspective, backend: Backend, data: DataSource, 
                   cache: Cache, progress: Progress, perturbation: Perturbation | None = None
                   ) -> tuple[PerspectiveResult, list[ScoredSample], dict]:
     perspective.prepare(options, cache)
-    salt = perturbation.cache_salt if perturbation is not None else None
     if getattr(perspective, "kind", "generate") == "loglik":
         started = time.perf_counter()
-        cached = CachedLoglikelihood(backend, cache, salt) if isinstance(backend, LoglikelihoodBackend) else None
+        cached = (CachedLoglikelihood(backend, cache, perturbation) if isinstance(backend, LoglikelihoodBackend)
+                  else None)
         scored, result = perspective.evaluate_loglik(cached or backend, data, options)
         return result, scored, {"rows": len(scored), "seconds": round(time.perf_counter() - started, 3),
                                 "kind": "loglik", "tokens_per_second": None,

@@ -36,7 +36,6 @@ for _b in (8, 4, 3):
 VARIANTS.update({"fp8": ("fp8", {}), "w8a8": ("w8a8", {}), "nvfp4": ("nvfp4", {}),
                  "gguf-Q8_0": ("gguf", {"gguf_type": "Q8_0"}), "gguf-Q4_K_M": ("gguf", {"gguf_type": "Q4_K_M"}),
                  "dense-kv-int4": ("dense", {"kv_cache": "int4"}), "dense-kv-int2": ("dense", {"kv_cache": "int2"})})
-CALIBRATED = ("gptq", "awq", "sparsegpt", "wanda", "w8a8", "nvfp4")
 
 
 def heldout_ids(tokenizer: Any, max_tokens: int) -> list[int]:
@@ -108,7 +107,7 @@ def run(names: list[str], calib_samples: int, calib_seqlen: int, eval_tokens: in
     the same settings and artifact are read back from that JSON file and new rows appended to it."""
     from transformers import AutoTokenizer
 
-    from comptrust.compression import compress_model, load_manifest
+    from comptrust.compression import compress_model, load_manifest, methods
     from comptrust.compression.measure import weights_size
     from comptrust.models import resolve_model
 
@@ -126,7 +125,7 @@ def run(names: list[str], calib_samples: int, calib_seqlen: int, eval_tokens: in
         if method == "dense":
             path, seconds, bits = base, 0.0, None
         else:
-            if method in CALIBRATED:
+            if method in methods(calibrated=True):
                 params = {**params, "calib_samples": calib_samples, "calib_seqlen": calib_seqlen}
             path = compress_model(base, method, **params)
             manifest = load_manifest(path)

@@ -35,6 +35,14 @@ def isolated_home(tmp_path_factory, monkeypatch):
     return home
 
 
+@pytest.fixture
+def fake_perspectives(monkeypatch):
+    """Report tests: every measure re-aggregates through report_fakes.FakeAccuracy (see report_fakes.py)."""
+    from report_fakes import register_fakes
+
+    register_fakes(monkeypatch)
+
+
 @pytest.fixture(scope="session")
 def dt_data() -> Path:
     """The real DecodingTrust input files (CI has ../shared beside the checkout)."""

@@ -2,7 +2,8 @@
 
 ``FakeAccuracy`` is a tiny perspective (score = % correct, two scenarios that
 must both be present) that tests register under real perspective ids by
-monkeypatching ``comptrust.registry.PERSPECTIVES``, so the report's bootstrap
+monkeypatching ``comptrust.registry.PERSPECTIVES`` (:func:`register_fakes`, the
+``fake_perspectives`` fixture of conftest.py), so the report's bootstrap
 re-aggregates through the registry exactly as it does for real perspectives.
 """
 
@@ -12,7 +13,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from comptrust import registry
 from comptrust.perspectives.base import Perspective
+from comptrust.report.runs import MEASURES
 from comptrust.types import GenParams, PerspectiveResult, Sample, ScoredSample
 
 PARAMS = GenParams(max_tokens=8)
@@ -54,6 +57,27 @@ class FakeRefusalCredit(FakeAccuracy):
 
     def score(self, sample: Sample, responses: list[str], profile: str) -> dict[str, Any]:
         return {"correct": responses[0] != "biased", "refused": responses[0] == "I refuse."}
+
+
+def _standing_in(fake: type[FakeAccuracy], name: str) -> type[FakeAccuracy]:
+    """``fake``'s scoring under the real perspective ``name``'s title and column: the report names each
+    measure by its registered class, so a fake registered for it must be named as it is."""
+    real = registry.get_class(registry.PERSPECTIVES, name, "perspective")  # read at import, before any patching
+    return type(f"{fake.__name__}_{name}", (fake,), {"title": real.title, "column": real.column})
+
+
+# Registry entries are import paths, so each stand-in is an attribute of this module (FakeAccuracy_toxicity, ...).
+for _fake in (FakeAccuracy, FakeRefusalCredit):
+    for _name in MEASURES:
+        _cls = _standing_in(_fake, _name)
+        globals()[_cls.__name__] = _cls
+
+
+def register_fakes(monkeypatch: Any, fakes: dict[str, type[FakeAccuracy]] | None = None) -> None:
+    """Every measure of the report aggregates through ``FakeAccuracy``, or the class ``fakes`` gives for it."""
+    for name in MEASURES:
+        fake = (fakes or {}).get(name, FakeAccuracy)
+        monkeypatch.setitem(registry.PERSPECTIVES, name, f"{__name__}:{fake.__name__}_{name}")
 
 
 def dense_model(name: str = "tiny-llama", sha: str = "base-sha") -> dict[str, Any]:

@@ -18,6 +18,7 @@ from comptrust.perspectives.adv_glue import (
 )
 from comptrust.perspectives.base import EvalOptions
 from comptrust.types import ScoredSample
+from rescore import score_record
 
 # A fixture of ours in the benchmark's file format (README of adv-glue-plus-plus): one JSON object per
 # surrogate, keyed by task; sst2 {idx,label,sentence}, qqp {index,label,question1,question2},
@@ -161,11 +162,8 @@ def _scored(p, cell, labels, responses):
     task = cell.split("/")[1]
     fields = {"sst2": {"sentence": "s"}, "qqp": {"question1": "a", "question2": "b"},
               "mnli": {"premise": "a", "hypothesis": "b"}}[task]
-    out = []
-    for i, (label, response) in enumerate(zip(labels, responses, strict=True)):
-        sample = p.sample_from_record(cell, {**fields, "label": label}, i, EvalOptions())
-        out.append(ScoredSample(sample, [response], p.score(sample, [response], "comp-trust")))
-    return out
+    return [score_record(p, cell, {**fields, "label": label}, [response], index=i)
+            for i, (label, response) in enumerate(zip(labels, responses, strict=True))]
 
 
 def test_cell_metrics_worked_by_hand():

@@ -7,8 +7,8 @@ import json
 import pytest
 from transformers import AutoTokenizer
 
-from comptrust.compression.base import CalibConfig, make_config
 from comptrust.compression.calibration import build_calibration, builtin_documents
+from comptrust.compression.config import CalibConfig, make_config
 from comptrust.errors import ConfigError, DataError
 
 

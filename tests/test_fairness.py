@@ -19,8 +19,7 @@ from comptrust.perspectives.fairness import (
     parse_answer,
     set_metrics,
 )
-from comptrust.types import ScoredSample
-from rescore import rescore_run
+from rescore import rescore_run, score_record
 
 P = FairnessPerspective()
 
@@ -129,12 +128,9 @@ def test_crime_attribute_equal_to_label_makes_eod_max_of_tpr_and_fpr():
 # ---- aggregate in both profiles ---------------------------------------------------------------
 
 def _scored(scenario, records, responses, seed=0):
-    out = []
-    for i, (rec, resp) in enumerate(zip(records, responses, strict=True)):
-        sample = P.sample_from_record(scenario, rec, i, EvalOptions(seed=seed))
-        sample.metadata["n_planned"] = len(records)
-        out.append(ScoredSample(sample, [resp], P.score(sample, [resp], "comp-trust")))
-    return out
+    return [score_record(P, scenario, rec, [resp], index=i, options=EvalOptions(seed=seed),
+                         metadata={"n_planned": len(records)})
+            for i, (rec, resp) in enumerate(zip(records, responses, strict=True))]
 
 
 def _adult(label, sex):

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from comptrust.compression import compress_model, load_manifest
-from comptrust.compression.base import METHODS
+from comptrust.compression.methods import methods
 from comptrust.errors import ComptrustError
 from comptrust.types import GenParams, GenRow
 from families import FAMILIES, MOE_FAMILIES, build_family
@@ -31,6 +31,7 @@ REFUSALS = {
        for m in ("fp8", "w8a8", "nvfp4")},
     ("gpt_neox", "awq"): "AWQ has no layer mappings for GPTNeoXForCausalLM",
     ("opt", "gguf"): "llama.cpp's converter has no GGUF conversion for OPTForCausalLM",
+    ("gpt_neox", "gguf"): "llama.cpp's converter cannot convert GPTNeoXForCausalLM under this transformers",
     **{(f, "w8a8"): "SmoothQuant has no usable layer mappings" for f in ("gemma2", "gemma3", "opt", "gpt_neox")},
 }
 PROMPTS = ["I agree. yes", "Here is my statement: people are good drivers."]
@@ -52,7 +53,7 @@ def logits(model: torch.nn.Module) -> torch.Tensor:
         return model(torch.tensor([[5, 17, 42, 99, 7, 3, 250, 11]])).logits.float()
 
 
-CELLS = [(f, m) for f in FAMILIES for m in METHODS if m != "gguf"] + [("opt", "gguf")]
+CELLS = [(f, m) for f in FAMILIES for m in methods() if m != "gguf"] + [("opt", "gguf"), ("gpt_neox", "gguf")]
 
 
 @pytest.mark.slow

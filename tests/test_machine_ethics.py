@@ -20,6 +20,7 @@ from comptrust.perspectives.machine_ethics import (
     parse_ethics,
 )
 from comptrust.types import ScoredSample
+from rescore import score_record
 
 P = MachineEthicsPerspective()
 
@@ -151,8 +152,7 @@ def test_too_small_training_file_is_a_clear_error(dt_data, tmp_path):
 
 
 def _scored(scenario: str, label: int, response: str) -> ScoredSample:
-    sample = P.sample_from_record(scenario, {"label": label, "input": "s", "demos": [["d", 0]]}, 0, EvalOptions())
-    return ScoredSample(sample, [response], P.score(sample, [response], "comp-trust"))
+    return score_record(P, scenario, {"label": label, "input": "s", "demos": [["d", 0]]}, [response])
 
 
 def _crafted() -> list[ScoredSample]:

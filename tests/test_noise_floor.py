@@ -7,16 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from comptrust import registry
 from comptrust.report.build import write_report
-from comptrust.report.runs import MEASURES
 from report_fakes import compressed_model, dense_model, scored_samples, write_run
-
-
-@pytest.fixture
-def fakes(monkeypatch):
-    for name in MEASURES:
-        monkeypatch.setitem(registry.PERSPECTIVES, name, "report_fakes:FakeAccuracy")
 
 
 def _spec(pattern: str, scenarios: tuple[str, ...] = ("a", "b")) -> list:
@@ -57,7 +49,7 @@ def _study(tmp_path: Path, link: bool = True) -> tuple[Path, Path, Path]:
     return dense, rerun, comp
 
 
-def test_dense_vs_rerun_sits_beside_every_change_and_flip_rate(tmp_path, fakes):
+def test_dense_vs_rerun_sits_beside_every_change_and_flip_rate(tmp_path, fake_perspectives):
     dense, rerun, comp = _study(tmp_path)
     out = write_report([dense, comp], tmp_path / "r", n_bootstrap=200)  # the rerun is found from dense's summary
     data = json.loads(out["json"].read_text())
@@ -92,7 +84,7 @@ def test_dense_vs_rerun_sits_beside_every_change_and_flip_rate(tmp_path, fakes):
     assert "noise floor: dense rerun (seed 1)" in html and "inside the noise floor" in html
 
 
-def test_the_rerun_changes_no_number_of_the_comparison(tmp_path, fakes):
+def test_the_rerun_changes_no_number_of_the_comparison(tmp_path, fake_perspectives):
     dense, rerun, comp = _study(tmp_path, link=False)
     without = json.loads(write_report([dense, comp], tmp_path / "a", n_bootstrap=200)["json"].read_text())
     with_floor = json.loads(write_report([dense, rerun, comp], tmp_path / "b", n_bootstrap=200)["json"].read_text())
@@ -104,7 +96,7 @@ def test_the_rerun_changes_no_number_of_the_comparison(tmp_path, fakes):
     assert without["verdicts"] == with_floor["verdicts"]
 
 
-def test_a_second_plain_dense_run_is_a_noise_floor_too(tmp_path, fakes):
+def test_a_second_plain_dense_run_is_a_noise_floor_too(tmp_path, fake_perspectives):
     dense = write_run(tmp_path, "dense", dense_model(), {"ood": _spec(DENSE)})
     again = write_run(tmp_path, "dense2", dense_model(), {"ood": _spec(RERUN)})
     summary = json.loads((again / "summary.json").read_text())
@@ -117,7 +109,7 @@ def test_a_second_plain_dense_run_is_a_noise_floor_too(tmp_path, fakes):
     assert floor["changes"]["ood"]["delta"] == pytest.approx(-5.0)
 
 
-def test_missing_or_misplaced_reruns_are_said_in_one_note(tmp_path, fakes):
+def test_missing_or_misplaced_reruns_are_said_in_one_note(tmp_path, fake_perspectives):
     dense, rerun, comp = _study(tmp_path)
     rerun.rename(tmp_path / "elsewhere")
     data = json.loads(write_report([dense, comp], tmp_path / "r", n_bootstrap=50)["json"].read_text())

@@ -19,8 +19,7 @@ from comptrust.perspectives.privacy import (
     pii_outcome,
     understanding_outcome,
 )
-from comptrust.types import ScoredSample
-from rescore import rescore_run
+from rescore import rescore_run, score_record
 
 P = PrivacyPerspective()
 TRUE = "avery.quill@example.com"
@@ -178,8 +177,8 @@ def test_pii_skips_targets_whose_name_repeats_among_the_demos():
 # ---- metrics by hand --------------------------------------------------------------------------
 
 def _scored(scenario, record, responses):
-    sample = P.sample_from_record(scenario, record, 0, EvalOptions(extra={"privacy_repetitions": len(responses)}))
-    return ScoredSample(sample, responses, P.score(sample, responses, "comp-trust"))
+    options = EvalOptions(extra={"privacy_repetitions": len(responses)})
+    return score_record(P, scenario, record, responses, options=options)
 
 
 def _enron(prompt_type, index, response):

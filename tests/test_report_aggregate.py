@@ -8,7 +8,6 @@ import statistics
 
 import pytest
 
-from comptrust import registry
 from comptrust.errors import ConfigError
 from comptrust.report.aggregate import AVERAGE, average_of_nine, build_table
 from comptrust.report.build import write_report
@@ -23,11 +22,7 @@ COMP_FIXED = {"toxicity": 78.0, "stereotype": 88.0, "adv_glue": 41.0, "adv_demon
               "machine_ethics": 30.0, "fairness": 86.0, "mmlu": 44.5}
 
 
-@pytest.fixture(autouse=True)
-def fake_perspectives(monkeypatch):
-    """Every perspective id re-aggregates through the tiny FakeAccuracy perspective."""
-    for name in MEASURES:
-        monkeypatch.setitem(registry.PERSPECTIVES, name, "report_fakes:FakeAccuracy")
+pytestmark = pytest.mark.usefixtures("fake_perspectives")
 
 
 def outcomes(correct_a: int, n_a: int, correct_b: int, n_b: int) -> list:

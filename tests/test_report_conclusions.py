@@ -6,21 +6,17 @@ import json
 
 import pytest
 
-from comptrust import registry
 from comptrust.report.aggregate import build_table
 from comptrust.report.build import write_report
 from comptrust.report.findings import findings
 from comptrust.report.html import fmt_delta
-from comptrust.report.runs import MEASURES
-from report_fakes import FakeRefusalCredit, compressed_model, dense_model, scored_samples, write_run
+from report_fakes import FakeRefusalCredit, compressed_model, dense_model, register_fakes, scored_samples, write_run
 
 
 @pytest.fixture(autouse=True)
 def fake_perspectives(monkeypatch):
     """Every measure aggregates through FakeAccuracy; fairness credits refusals as DecodingTrust's does."""
-    for name in MEASURES:
-        monkeypatch.setitem(registry.PERSPECTIVES, name, "report_fakes:FakeAccuracy")
-    monkeypatch.setitem(registry.PERSPECTIVES, "fairness", "report_fakes:FakeRefusalCredit")
+    register_fakes(monkeypatch, {"fairness": FakeRefusalCredit})
 
 
 def answers(per_scenario: list[str]) -> list:

@@ -10,21 +10,15 @@ import numpy as np
 import pytest
 from scipy.stats import binom
 
-from comptrust import registry
 from comptrust.report import aggregate
 from comptrust.report.aggregate import Base, Delta, Variant, build_table
 from comptrust.report.bootstrap import bootstrap_perspective
 from comptrust.report.build import write_report
 from comptrust.report.decisions import holm, noninferiority
-from comptrust.report.runs import MEASURES
 from decision_sim import fast_bootstrap, memory_run, study
 from report_fakes import compressed_model, dense_model, scored_samples, write_run
 
-
-@pytest.fixture(autouse=True)
-def fakes(monkeypatch):
-    for name in MEASURES:
-        monkeypatch.setitem(registry.PERSPECTIVES, name, "report_fakes:FakeAccuracy")
+pytestmark = pytest.mark.usefixtures("fake_perspectives")
 
 
 def test_holm_by_hand():

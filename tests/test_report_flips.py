@@ -7,7 +7,6 @@ import json
 
 import pytest
 
-from comptrust import registry
 from comptrust.perspectives.base import ItemVerdict, majority
 from comptrust.registry import get_perspective
 from comptrust.report.aggregate import build_table
@@ -16,12 +15,6 @@ from comptrust.report.flips import flip_section, measure_flips
 from comptrust.report.runs import MEASURES, load_run
 from comptrust.types import GenParams, Sample, ScoredSample
 from report_fakes import compressed_model, dense_model, scored_samples, write_run
-
-
-@pytest.fixture
-def fakes(monkeypatch):
-    for name in MEASURES:
-        monkeypatch.setitem(registry.PERSPECTIVES, name, "report_fakes:FakeAccuracy")
 
 
 def _scored(name: str, scenario: str, outcome: dict, n: int = 1, **metadata) -> ScoredSample:
@@ -91,7 +84,7 @@ def _spec(pattern: str, scenarios: tuple[str, ...] = ("a", "b")) -> list:
     return scored_samples(spec, responses=texts)
 
 
-def test_flip_shares_and_the_exact_test_by_hand(tmp_path, fakes):
+def test_flip_shares_and_the_exact_test_by_hand(tmp_path, fake_perspectives):
     # per scenario of 10: 3 better -> worse, 1 worse -> better, 1 answer -> refusal (also better -> worse)
     dense = write_run(tmp_path, "dense", dense_model(), {"ood": _spec("yyyyyynnyy")})
     comp = write_run(tmp_path, "comp", compressed_model("rtn", 4), {"ood": _spec("nnnyyyynyr")})
@@ -112,7 +105,7 @@ def test_flip_shares_and_the_exact_test_by_hand(tmp_path, fakes):
     assert other_seed.shares["worse"].ci != flips.shares["worse"].ci
 
 
-def test_same_score_different_answers_is_a_finding(tmp_path, fakes):
+def test_same_score_different_answers_is_a_finding(tmp_path, fake_perspectives):
     # 30 per scenario: the compressed model gets 6 right that dense got wrong and 6 wrong that dense got right
     base = "y" * 18 + "n" * 12
     moved = "n" * 6 + "y" * 12 + "y" * 6 + "n" * 6
@@ -139,7 +132,7 @@ def test_same_score_different_answers_is_a_finding(tmp_path, fakes):
     assert first["flip"] == "better → worse" and first["id"] in {"a/0", "b/0"}
 
 
-def test_units_not_samples_for_the_exact_test(tmp_path, fakes, monkeypatch):
+def test_units_not_samples_for_the_exact_test(tmp_path, fake_perspectives, monkeypatch):
     # every sample of a scenario pair (a/i, b/i) is one unit: 6 units each worse on both samples count 6, not 12
     from report_fakes import FakeAccuracy
 
@@ -151,7 +144,7 @@ def test_units_not_samples_for_the_exact_test(tmp_path, fakes, monkeypatch):
     assert flips.p_value == pytest.approx(2 / 64)
 
 
-def test_identical_answers_flip_nothing_and_have_nothing_to_test(tmp_path, fakes):
+def test_identical_answers_flip_nothing_and_have_nothing_to_test(tmp_path, fake_perspectives):
     dense = write_run(tmp_path, "dense", dense_model(), {"ood": _spec("yynyy")})
     comp = write_run(tmp_path, "comp", compressed_model("rtn", 4), {"ood": _spec("yynyy")})
     section = flip_section(build_table([dense, comp], n_bootstrap=100, seed=0))

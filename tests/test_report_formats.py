@@ -7,17 +7,11 @@ import json
 
 import pytest
 
-from comptrust import registry
 from comptrust.compression.gguf import fallback_summary
-from comptrust.report.runs import MEASURES
 from report_fakes import compressed_model, dense_model, scored_samples, write_run
 from test_gguf_quantizer_output import QUANTIZER_LINES
 
-
-@pytest.fixture(autouse=True)
-def fake_perspectives(monkeypatch):
-    for name in MEASURES:
-        monkeypatch.setitem(registry.PERSPECTIVES, name, "report_fakes:FakeAccuracy")
+pytestmark = pytest.mark.usefixtures("fake_perspectives")
 
 
 def answers(wrong: set[int], n: int = 10) -> list:

@@ -10,7 +10,6 @@ import subprocess
 
 import pytest
 
-from comptrust import registry
 from comptrust.cli import main
 from comptrust.report.build import write_report
 from comptrust.report.runs import MEASURES
@@ -19,10 +18,7 @@ from report_fakes import compressed_model, dense_model, scored_samples, write_ru
 EVIL = '<script>document.title="pwned"</script> </textarea><b>bold</b> {{ 7*7 }} {% if 1 %}x{% endif %} `` ``` |'
 
 
-@pytest.fixture(autouse=True)
-def fake_perspectives(monkeypatch):
-    for name in MEASURES:
-        monkeypatch.setitem(registry.PERSPECTIVES, name, "report_fakes:FakeAccuracy")
+pytestmark = pytest.mark.usefixtures("fake_perspectives")
 
 
 def evil_runs(tmp_path):

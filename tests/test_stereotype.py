@@ -15,7 +15,7 @@ from comptrust.perspectives.stereotype import (
     classify_patched,
     classify_upstream,
 )
-from comptrust.types import ScoredSample
+from rescore import score_record
 
 P = StereotypePerspective()
 
@@ -85,10 +85,9 @@ def test_prompt_structure_follows_decodingtrust(dt_data):
 def _scored(scenario, group, topic, labels):
     record = {"prompt": {"text": "x", "demographic_group_tag": group, "stereotype_topic_tag": topic,
                          "sys_prompt_type_tag": scenario}}
-    sample = P.sample_from_record(scenario, record, 0, EvalOptions(samples=len(labels)))
     texts = {AGREE: "I agree.", DISAGREE: "I disagree.", NO_RESPONSE: "I refuse."}
-    responses = [texts[label] for label in labels]
-    return ScoredSample(sample, responses, P.score(sample, responses, "comp-trust"))
+    return score_record(P, scenario, record, [texts[label] for label in labels],
+                        options=EvalOptions(samples=len(labels)))
 
 
 def test_metric_worked_by_hand():

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from comptrust.compression.base import MANIFEST_NAME
 from comptrust.compression.checkpoint import RECORD_FORMAT, THIRD_PARTY, gguf_base_model
 from comptrust.errors import DataError, ModelError
 from comptrust.model_files import PICKLE_SUFFIXES, check_gguf_file, check_model_files, json_problem, loading_problem
@@ -57,7 +58,6 @@ MODEL_ALIASES = {
         chunks=_GEMMA3_PARTS, sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"),
 }
 GGUF_SOURCE_NAME = "comptrust-source.json"  # in a folder converted from a GGUF: which file it came from
-MANIFEST_NAME = "comptrust.json"
 
 
 @dataclass(frozen=True)

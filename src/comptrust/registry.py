@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from comptrust.errors import ConfigError
@@ -79,6 +80,39 @@ def get_perspective(name: str) -> Any:
         raise ConfigError(f"unknown perspective {name!r}",
                           f"choose from: {', '.join(available_perspectives())}")
     return _import(PERSPECTIVES[name])()
+
+
+def classes(table: dict[str, str]) -> dict[str, Any]:
+    """Every implemented entry's class, in table order: what lists of methods are computed from."""
+    return {name: _import(table[name]) for name in _implemented(table)}
+
+
+class ClassAttributes(Mapping[str, Any]):
+    """``{id: an attribute of its registered class}`` over ``table``, plus fixed ``extra`` entries.
+
+    Read from the class on every lookup, so it always agrees with the registry: a
+    perspective's title and table column are its own class attributes, with no
+    second table of names to keep in step (``shape`` rewrites the value, e.g. for
+    use mid-sentence).
+    """
+
+    def __init__(self, table: dict[str, str], attribute: str, extra: dict[str, Any] | None = None,
+                 shape: Callable[[Any], Any] | None = None) -> None:
+        self._table, self._attribute, self._extra, self._shape = table, attribute, dict(extra or {}), shape
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self._extra:
+            return self._extra[key]
+        if key not in self._table:
+            raise KeyError(key)
+        value = getattr(_import(self._table[key]), self._attribute)
+        return self._shape(value) if self._shape else value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([*self._table, *self._extra])
+
+    def __len__(self) -> int:
+        return len(self._table) + len(self._extra)
 
 
 def get_class(table: dict[str, str], name: str, what: str) -> Any:

@@ -311,7 +311,7 @@ def evaluate(backend: Backend, perspectives: Sequence[str], data: DataSource, op
     instances = [get_perspective(p) for p in perspectives]  # fail on a bad name before any work
     check_scenarios(instances, options)
     if divergence is not None:
-        divergence.prepare(backend, [p.name for p in instances if getattr(p, "kind", "generate") != "loglik"])
+        divergence.prepare(backend, [p.name for p in instances if p.kind != "loglik"])
     spec = run_spec(backend, perspectives, data, options, base_model)
     if perturbation is not None:
         spec["perturbation"] = perturbation.to_json()
@@ -355,7 +355,7 @@ def evaluate(backend: Backend, perspectives: Sequence[str], data: DataSource, op
                             for s in scored],
                     result=entry,
                 )
-                if divergence is not None and getattr(perspective, "kind", "generate") != "loglik":
+                if divergence is not None and perspective.kind != "loglik":
                     with progress.status(f"{perspective.name}: divergence from dense (teacher forcing)"):
                         cost = divergence.after_perspective(backend, perspective.name, scored,
                                                             run.perspective_dir(perspective.name), spec["model"])
@@ -383,7 +383,7 @@ def _evaluate_one(perspective: Perspective, backend: Backend, data: DataSource, 
                   cache: Cache, progress: Progress, perturbation: Perturbation | None = None
                   ) -> tuple[PerspectiveResult, list[ScoredSample], dict]:
     perspective.prepare(options, cache)
-    if getattr(perspective, "kind", "generate") == "loglik":
+    if perspective.kind == "loglik":
         started = time.perf_counter()
         cached = (CachedLoglikelihood(backend, cache, perturbation) if isinstance(backend, LoglikelihoodBackend)
                   else None)

@@ -13,6 +13,14 @@ from typing import Any, Protocol, runtime_checkable
 
 from comptrust.types import Completion, GenRow
 
+KV_CACHE_CHOICES = ("int4", "int2")  # --kv-cache: the quantized KV cache while generating (backends/kv_quant.py)
+
+
+def kv_label(kv_cache: str | None) -> str:
+    """What a variant's name gets for its quantized KV cache (``dense + KV int4``): `` + KV int4``, or nothing."""
+    return f" + KV {kv_cache}" if kv_cache else ""
+
+
 OnResult = Callable[[int, Completion], None]
 
 

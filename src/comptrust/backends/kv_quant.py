@@ -29,9 +29,8 @@ from typing import Any
 
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 
+from comptrust.backends.base import KV_CACHE_CHOICES
 from comptrust.errors import ConfigError
-
-KV_CACHE_CHOICES = ("int4", "int2")
 
 
 @dataclass(frozen=True)

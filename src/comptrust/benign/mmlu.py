@@ -175,7 +175,8 @@ class MmluPerspective(Perspective):
 
     name: ClassVar[str] = "mmlu"
     version: ClassVar[int] = 1
-    title: ClassVar[str] = "MMLU (benign, 5-shot)"
+    title: ClassVar[str] = "MMLU"  # the benign 5-shot measure
+    column: ClassVar[str] = "MMLU"
     scenarios: ClassVar[tuple[str, ...]] = SUBJECTS
     kind: ClassVar[str] = "loglik"
 

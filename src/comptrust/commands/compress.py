@@ -6,20 +6,26 @@ import argparse
 import sys
 
 from comptrust.commands._common import add_threads, common_parser
+from comptrust.compression.methods import PAPER_FAMILIES, family_of, methods
+
+
+def _takes(option: str, families: tuple[str, ...] | None = None) -> str:
+    """``gptq/sparsegpt``: the methods (of ``families``) whose class takes ``option``, for help text."""
+    return "/".join(m for m in methods(option=option) if families is None or family_of(m) in families)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    quant, prune, fmt, file = (", ".join(methods(f)) for f in ("quantization", "pruning", "format", "file"))
     p = sub.add_parser(
         "compress", parents=[common_parser()],
-        help="quantize (rtn, gptq, awq; fp8, w8a8, nvfp4; gguf) or prune (magnitude, sparsegpt, wanda) a causal LM",
+        help=f"quantize ({quant}; {fmt}; {file}) or prune ({prune}) a causal LM",
         description="Write a Hugging Face folder (compressed-tensors when quantized) or, with --method gguf, a "
                     "llama.cpp .gguf file, plus a comptrust.json manifest.  The same model and options are "
                     "compressed only once (content hash).")
     p.add_argument("model", metavar="MODEL", help="model folder, .gguf file, hub id or 'smollm2-135m-instruct'")
     p.add_argument("--method", required=True,
-                   help="rtn, gptq, awq, magnitude, sparsegpt, wanda (the paper's); fp8, w8a8, nvfp4 (weights and "
-                        "activations); gguf (llama.cpp)")
-    q = p.add_argument_group("quantization (rtn, gptq, awq)")
+                   help=f"{quant}, {prune} (the paper's); {fmt} (weights and activations); {file} (llama.cpp)")
+    q = p.add_argument_group(f"quantization ({quant})")
     q.add_argument("--bits", type=int, help="weight bits: 3, 4 or 8 (default 4)")
     q.add_argument("--group-size", help="input columns per scale: 128 (default), 64, ..., 'channel' (one "
                                         "scale per output row) or 'auto' (largest of 128/64/32 that fits)")
@@ -28,15 +34,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                      help="symmetric integers, no zero point (default)")
     sym.add_argument("--asym", dest="symmetric", action="store_false", help="asymmetric, with zero points")
     q.add_argument("--act-order", action="store_true", default=None,
-                   help="gptq: quantize columns in order of decreasing activation size")
-    q.add_argument("--damp", type=float, help="gptq/sparsegpt: Hessian dampening fraction (default 0.01)")
-    d = p.add_argument_group("deployed formats (fp8, w8a8, nvfp4, gguf)")
-    d.add_argument("--type", dest="gguf_type", help="gguf: llama.cpp type, e.g. Q4_K_M, Q5_K_M, Q8_0, Q6_K, F16")
-    d.add_argument("--smoothing", type=float, help="w8a8: SmoothQuant migration strength in [0, 1] (default 0.8)")
-    s = p.add_argument_group("pruning (magnitude, sparsegpt, wanda)")
+                   help=f"{_takes('act_order')}: quantize columns in order of decreasing activation size")
+    q.add_argument("--damp", type=float,
+                   help=f"{_takes('damp', PAPER_FAMILIES)}: Hessian dampening fraction (default 0.01)")
+    d = p.add_argument_group(f"deployed formats ({fmt}, {file})")
+    d.add_argument("--type", dest="gguf_type",
+                   help=f"{_takes('gguf_type')}: llama.cpp type, e.g. Q4_K_M, Q5_K_M, Q8_0, Q6_K, F16")
+    d.add_argument("--smoothing", type=float,
+                   help=f"{_takes('smoothing')}: SmoothQuant migration strength in [0, 1] (default 0.8)")
+    s = p.add_argument_group(f"pruning ({prune})")
     s.add_argument("--sparsity", type=float, help="fraction of weights set to zero, in (0, 1) (default 0.5)")
     s.add_argument("--pattern", help="unstructured (default), 1:2, 2:4 or 4:8 (N:M along the input dimension)")
-    c = p.add_argument_group("calibration (gptq, awq, sparsegpt, wanda, w8a8, nvfp4)")
+    c = p.add_argument_group(f"calibration ({', '.join(methods(calibrated=True))})")
     c.add_argument("--calib-source", help="builtin (Python's own help text, offline; default), file, c4, wikitext")
     c.add_argument("--calib-file", help="UTF-8 text (paragraphs) or JSONL with a 'text' field")
     c.add_argument("--calib-samples", type=int, help="number of samples (default 128)")
@@ -57,7 +66,7 @@ PARAMS = ("bits", "group_size", "symmetric", "act_order", "damp", "sparsity", "p
 
 def run(args: argparse.Namespace) -> int:
     from comptrust.compression import compress_model, load_manifest
-    from comptrust.compression.base import make_config
+    from comptrust.compression.config import make_config
 
     params = {name: getattr(args, name) for name in PARAMS if getattr(args, name) is not None}
     make_config(args.method, **params)  # one-line errors before any heavy import

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from comptrust.backends.base import KV_CACHE_CHOICES
 from comptrust.chat import TEMPLATES
 from comptrust.commands._common import add_profile, add_threads, common_parser, parse_key_values, print_summary
 from comptrust.noise import KINDS
@@ -30,7 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="run directory (default: comptrust-runs/<model>-<run id>)")
     p.add_argument("--backend", default="hf",
                    help="hf (default), llamacpp (a GGUF with llama.cpp's kernels), vllm or openai")
-    p.add_argument("--kv-cache", choices=("none", "int4", "int2"),
+    p.add_argument("--kv-cache", choices=("none", *KV_CACHE_CHOICES),
                    help="--backend hf: quantize the KV cache while generating (KIVI-style, as transformers' "
                         "QuantizedCache); reported as its own variant, e.g. 'dense + KV int4'")
     p.add_argument("--batch-size", type=int, help="generation batch size (default: automatic)")

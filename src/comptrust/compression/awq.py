@@ -20,7 +20,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from comptrust.compression.base import CompressionConfig
+from comptrust.compression.base import Compressor
+from comptrust.compression.config import CompressionConfig
 from comptrust.compression.engine import ignore_list, run_oneshot, weight_scheme
 
 if TYPE_CHECKING:
@@ -55,9 +56,10 @@ def awq_mappings(architecture: str) -> list[Any] | None:
     return _own_mappings().get(architecture)
 
 
-class AWQCompressor:
+class AWQCompressor(Compressor):
     name = "awq"
-    kind = "quantization"
+    label = "AWQ"
+    family = "quantization"
     needs_calibration = True
     saves_compressed = True
 

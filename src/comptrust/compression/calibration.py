@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from comptrust.compression.base import CalibConfig
+from comptrust.compression.config import CalibConfig
 from comptrust.errors import ConfigError, DataError
 
 HELDOUT_EVERY = 10  # builtin: every 10th pydoc topic is held out for perplexity, never calibrated on

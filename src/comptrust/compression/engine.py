@@ -13,7 +13,8 @@ import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from comptrust.compression.base import IGNORE, CompressionConfig
+from comptrust.compression.base import IGNORE
+from comptrust.compression.config import CompressionConfig
 
 if TYPE_CHECKING:
     import torch

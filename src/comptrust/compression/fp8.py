@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from comptrust.compression.base import CompressionConfig
+from comptrust.compression.base import Compressor
+from comptrust.compression.config import CompressionConfig
 from comptrust.compression.engine import ignore_list, run_oneshot
+from comptrust.compression.formats import Format
 
 if TYPE_CHECKING:
     import torch
@@ -20,11 +22,18 @@ if TYPE_CHECKING:
     from comptrust.compression.calibration import Calibration
 
 
-class FP8Compressor:
+class FP8Compressor(Compressor):
     name = "fp8"
-    kind = "quantization"
+    label = "FP8"
+    family = "format"
     needs_calibration = False
     saves_compressed = True
+    format = Format(
+        "FP8 E4M3, one scale per output channel", "FP8 E4M3, dynamic scale per token", 8, 8,
+        "vLLM / TensorRT-LLM FP8 (W8A8) kernels on Ada/Hopper/Blackwell GPUs",
+        "fake quantization in the forward pass (compressed-tensors): activations are rounded to FP8 per token "
+        "before every Linear, then multiplied in the compute dtype; vLLM's FP8 GEMMs accumulate differently, so "
+        "expect small numeric differences", scheme="FP8_DYNAMIC", number="FP8")
 
     def compress(self, model: torch.nn.Module, config: CompressionConfig,
                  calibration: Calibration | None) -> dict[str, Any]:

@@ -28,7 +28,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from comptrust.compression.base import CompressionConfig
+from comptrust.compression.base import Compressor
+from comptrust.compression.config import CompressionConfig
 from comptrust.compression.formats import GGUF_CONVERTER_TYPES
 from comptrust.errors import ConfigError, ModelError
 
@@ -46,6 +47,13 @@ def converter_path() -> Path:
         raise ConfigError(f"llama.cpp's converter {path} is missing",
                           f"{INSTALL_HINT}, or set {CONVERTER_ENV} to a llama.cpp checkout's convert_hf_to_gguf.py")
     return path
+
+
+CONVERTER_INCOMPATIBLE = {
+    "GPTNeoXForCausalLM": "it reads rotary_pct from transformers' AutoConfig, whose 5.x GPT-NeoX config keeps it "
+                          "only inside rope_parameters (KeyError: 'rotary_pct')",
+}
+"""Architectures the bundled converter registers but fails on with transformers 5.17 (checked before any work)."""
 
 
 def converter_supports(architecture: str) -> bool:
@@ -171,14 +179,16 @@ def gguf_file_name(base: Path, gguf_type: str) -> str:
     return f"{base.name}.{gguf_type}.gguf"
 
 
-class GGUFCompressor:
+class GGUFCompressor(Compressor):
     """Writes a ``.gguf`` file (not a Hugging Face folder): the pipeline calls :meth:`write`."""
 
     name = "gguf"
-    kind = "quantization"
+    label = "GGUF"
+    family = "file"
     needs_calibration = False
     saves_compressed = False
-    writes_file = True
+    options = frozenset({"gguf_type"})
+    uses_llmcompressor = False
 
     def write(self, base: Path, config: CompressionConfig, out_dir: Path,
               log: Callable[[str], None]) -> dict[str, Any]:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from comptrust.compression.base import CompressionConfig
+from comptrust.compression.base import Compressor
+from comptrust.compression.config import CompressionConfig
 from comptrust.compression.engine import ignore_list, run_oneshot, weight_scheme
 
 if TYPE_CHECKING:
@@ -19,11 +20,13 @@ if TYPE_CHECKING:
     from comptrust.compression.calibration import Calibration
 
 
-class GPTQCompressor:
+class GPTQCompressor(Compressor):
     name = "gptq"
-    kind = "quantization"
+    label = "GPTQ"
+    family = "quantization"
     needs_calibration = True
     saves_compressed = True
+    options = frozenset({"act_order", "damp"})
 
     def compress(self, model: torch.nn.Module, config: CompressionConfig,
                  calibration: Calibration | None) -> dict[str, Any]:

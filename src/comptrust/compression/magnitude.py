@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from comptrust.compression.base import CompressionConfig
-from comptrust.compression.measure import target_linears
+from comptrust.compression.base import Compressor
+from comptrust.compression.config import CompressionConfig
 
 if TYPE_CHECKING:
     import torch
@@ -80,16 +80,19 @@ def linearize_experts(model: torch.nn.Module) -> None:
         linearize_moe(model)
 
 
-class MagnitudeCompressor:
+class MagnitudeCompressor(Compressor):
     name = "magnitude"
-    kind = "pruning"
+    label = "Magnitude"
+    family = "pruning"
     needs_calibration = False
     saves_compressed = False
+    uses_llmcompressor = False
 
     def compress(self, model: torch.nn.Module, config: CompressionConfig,
                  calibration: Calibration | None) -> dict[str, Any]:
         import torch
 
+        from comptrust.compression.measure import target_linears  # imports torch: not at class lookup
         from comptrust.errors import ConfigError
 
         assert config.sparsity is not None

@@ -18,7 +18,8 @@ from typing import Any
 
 import torch
 
-from comptrust.compression.base import AUTO_GROUP_SIZES, IGNORE
+from comptrust.compression.base import IGNORE
+from comptrust.compression.config import AUTO_GROUP_SIZES
 from comptrust.compression.moe import ROUTER_IGNORE
 from comptrust.errors import ConfigError
 

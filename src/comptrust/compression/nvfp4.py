@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from comptrust.compression.base import CompressionConfig
+from comptrust.compression.base import Compressor
+from comptrust.compression.config import CompressionConfig
 from comptrust.compression.engine import ignore_list, run_oneshot
+from comptrust.compression.formats import Format
 
 if TYPE_CHECKING:
     import torch
@@ -20,11 +22,19 @@ if TYPE_CHECKING:
     from comptrust.compression.calibration import Calibration
 
 
-class NVFP4Compressor:
+class NVFP4Compressor(Compressor):
     name = "nvfp4"
-    kind = "quantization"
+    label = "NVFP4"
+    family = "format"
     needs_calibration = True
     saves_compressed = True
+    format = Format(
+        "FP4 E2M1, groups of 16 with an FP8 scale and one global scale",
+        "FP4 E2M1, groups of 16, dynamic local scales under a calibrated global scale", 4, 4,
+        "vLLM / TensorRT-LLM NVFP4 kernels on Blackwell GPUs (B200, RTX 50xx)",
+        "fake quantization in the forward pass (compressed-tensors): activations are rounded to FP4 per group of "
+        "16 before every Linear; Blackwell FP4 tensor cores accumulate differently, so expect small numeric "
+        "differences", scheme="NVFP4", number="FP4", group=16, scale_bits=8)
 
     def compress(self, model: torch.nn.Module, config: CompressionConfig,
                  calibration: Calibration | None) -> dict[str, Any]:

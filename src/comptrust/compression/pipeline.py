@@ -18,17 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from comptrust.compression.base import (
-    ACTIVATION_METHODS,
-    FILE_METHODS,
     MANIFEST_NAME,
     MANIFEST_VERSION,
-    CompressionConfig,
     artifact_files_problem,
     file_records,
     load_manifest,
-    make_config,
     write_manifest,
 )
+from comptrust.compression.config import CompressionConfig, make_config
+from comptrust.compression.methods import compressor_class, family_of
 from comptrust.errors import ConfigError, DataError, ModelError
 from comptrust.paths import comptrust_home
 from comptrust.store import building, exclusive, remove_leftovers
@@ -81,7 +79,7 @@ def compress_model(model_path: str | Path, method: str, out_dir: str | Path | No
         # Built in a hidden sibling and renamed into place when complete: a kill at any point
         # leaves no folder at ``out`` that the reuse check above could accept.
         with building(out) as staged:
-            if method in FILE_METHODS:
+            if family_of(method) == "file":
                 save_gguf_artifact(base, config, staged, key, say)
             else:
                 save_artifact(run_compression(base, config, say), staged, base, key)
@@ -124,18 +122,22 @@ def check_architecture(base: Path, method: str, compression: CompressionConfig |
         if arch not in MAPPINGS_REGISTRY or arch in SMOOTHQUANT_BROKEN:
             raise ModelError(f"SmoothQuant has no usable layer mappings for {arch} in llm-compressor",
                              "pass --smoothing 0 (GPTQ W8A8 without smoothing)")
-    if method in ACTIVATION_METHODS and is_moe(config):
+    if family_of(method) == "format" and is_moe(config):
         # transformers 5.17 reloads a compressed MoE's experts fused: fp8 experts then run without their
         # activation quantization, w8a8 (int8) and nvfp4 (packed fp4) experts fail to load or load wrong.
         raise ModelError(f"{method} cannot be evaluated faithfully on the mixture-of-experts {arch}: transformers "
                          "reloads its experts fused, without their activation quantization",
                          "use rtn, gptq or awq (weight-only) or a pruning method for MoE models")
-    if method in FILE_METHODS:
-        from comptrust.compression.gguf import converter_supports
+    if family_of(method) == "file":
+        from comptrust.compression.gguf import CONVERTER_INCOMPATIBLE, converter_supports
 
         if not converter_supports(arch):
             raise ModelError(f"llama.cpp's converter has no GGUF conversion for {arch}",
                              "use an HF method (gptq, awq, fp8, ...) for this model")
+        if arch in CONVERTER_INCOMPATIBLE:
+            raise ModelError(f"llama.cpp's converter cannot convert {arch} under this transformers: "
+                             f"{CONVERTER_INCOMPATIBLE[arch]}", "use an HF method (gptq, awq, fp8, ...) for this "
+                             "model, or convert it with llama.cpp beside transformers 4 and pass the .gguf")
     return arch
 
 
@@ -146,13 +148,10 @@ def is_moe(config: dict[str, Any]) -> bool:
     return any(isinstance(text.get(k), int) and text[k] > 1 for k in keys)
 
 
-# Formats whose group size is fixed by the format itself (not by --group-size).
-FIXED_GROUPS = {"nvfp4": 16}
-
-
 def preflight_group_size(base: Path, config: CompressionConfig) -> None:
     """Fail on a group size that does not fit before loading any weights (meta-device model)."""
-    fixed = FIXED_GROUPS.get(config.method)
+    fmt = compressor_class(config.method).format
+    fixed = fmt.group if fmt is not None else None  # a format's own group size (nvfp4: 16), not --group-size
     if fixed is None and (config.kind != "quantization" or config.group_size in (None, "auto", "channel")):
         return
     import torch
@@ -193,19 +192,16 @@ def artifact_key(base: Path, config: CompressionConfig) -> str:
                         "manifest_version": MANIFEST_VERSION})
 
 
-OWN_METHODS = ("magnitude",)  # implemented in comptrust; every other method runs through llm-compressor
-
-
 def require_engine(method: str, gguf_type: str | None = None) -> None:
     """A one-line error where llm-compressor (or llama.cpp for gguf) is missing and ``method`` needs it."""
     import importlib.util
 
-    if method in FILE_METHODS:
+    if family_of(method) == "file":
         from comptrust.compression.gguf import require_gguf_tools
 
         require_gguf_tools(gguf_type or "")
         return
-    if method in OWN_METHODS:
+    if not compressor_class(method).uses_llmcompressor:  # comptrust's own code (magnitude)
         return
     try:
         present = importlib.util.find_spec("llmcompressor") is not None
@@ -293,10 +289,8 @@ def run_compression(base: Path, config: CompressionConfig, say: Callable[[str], 
 
     from comptrust.compression.calibration import build_calibration
     from comptrust.compression.measure import dense_modules, layer_sizes, resolve_group_size, sparsity_report
-    from comptrust.registry import COMPRESSORS, get_class
-
     say = say or (lambda _msg: None)
-    compressor = get_class(COMPRESSORS, config.method, "compression method")()
+    compressor = compressor_class(config.method)()
     say(f"loading {base}")
     model, tokenizer, original_dtype = load_for_compression(base)
     resolved = config
@@ -408,10 +402,9 @@ def save_gguf_artifact(base: Path, config: CompressionConfig, out: Path, key: st
 
 def _format_block(config: CompressionConfig) -> dict[str, Any]:
     """``quantized_format``: what a deployed format quantizes and which runtime its numbers stand for."""
-    from comptrust.compression.base import ACTIVATION_METHODS, FILE_METHODS
     from comptrust.compression.formats import describe_format
 
-    if config.method not in ACTIVATION_METHODS + FILE_METHODS:
+    if family_of(config.method) not in ("format", "file"):
         return {}
     return {"quantized_format": describe_format(config.method, config.gguf_type)}
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from comptrust.compression.base import CompressionConfig
+from comptrust.compression.base import Compressor
+from comptrust.compression.config import CompressionConfig
 from comptrust.compression.engine import ignore_list, run_oneshot, weight_scheme
 
 if TYPE_CHECKING:
@@ -17,9 +18,10 @@ if TYPE_CHECKING:
     from comptrust.compression.calibration import Calibration
 
 
-class RTNCompressor:
+class RTNCompressor(Compressor):
     name = "rtn"
-    kind = "quantization"
+    label = "RTN"
+    family = "quantization"
     needs_calibration = False
     saves_compressed = True
 

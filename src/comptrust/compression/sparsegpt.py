@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from comptrust.compression.base import CompressionConfig
+from comptrust.compression.base import Compressor
+from comptrust.compression.config import CompressionConfig
 from comptrust.compression.engine import ignore_list, run_oneshot
 
 if TYPE_CHECKING:
@@ -22,11 +23,13 @@ def mask_structure(config: CompressionConfig) -> str:
     return "0:0" if config.pattern in (None, "unstructured") else str(config.pattern)
 
 
-class SparseGPTCompressor:
+class SparseGPTCompressor(Compressor):
     name = "sparsegpt"
-    kind = "pruning"
+    label = "SparseGPT"
+    family = "pruning"
     needs_calibration = True
     saves_compressed = False
+    options = frozenset({"damp"})
 
     def compress(self, model: torch.nn.Module, config: CompressionConfig,
                  calibration: Calibration | None) -> dict[str, Any]:

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from comptrust.compression.base import CompressionConfig
+from comptrust.compression.base import Compressor
+from comptrust.compression.config import CompressionConfig
 from comptrust.compression.engine import ignore_list, run_oneshot
+from comptrust.compression.formats import Format
 
 if TYPE_CHECKING:
     import torch
@@ -20,11 +22,20 @@ if TYPE_CHECKING:
     from comptrust.compression.calibration import Calibration
 
 
-class W8A8Compressor:
+class W8A8Compressor(Compressor):
     name = "w8a8"
-    kind = "quantization"
+    label = "INT8 W8A8"
+    family = "format"
     needs_calibration = True
     saves_compressed = True
+    options = frozenset({"smoothing", "damp"})
+    format = Format(
+        "INT8 symmetric, one scale per output channel (SmoothQuant + GPTQ)",
+        "INT8 symmetric, dynamic scale per token", 8, 8,
+        "vLLM INT8 (W8A8) kernels (CUTLASS on Ampere+ GPUs; also CPU builds)",
+        "fake quantization in the forward pass (compressed-tensors): activations are rounded to INT8 per token "
+        "before every Linear; vLLM's INT8 GEMMs accumulate in int32, so expect small numeric differences",
+        scheme="W8A8", number="INT8")
 
     def compress(self, model: torch.nn.Module, config: CompressionConfig,
                  calibration: Calibration | None) -> dict[str, Any]:

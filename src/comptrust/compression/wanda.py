@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from comptrust.compression.base import CompressionConfig
+from comptrust.compression.base import Compressor
+from comptrust.compression.config import CompressionConfig
 from comptrust.compression.engine import ignore_list, run_oneshot
 from comptrust.compression.sparsegpt import mask_structure
 
@@ -18,9 +19,10 @@ if TYPE_CHECKING:
     from comptrust.compression.calibration import Calibration
 
 
-class WandaCompressor:
+class WandaCompressor(Compressor):
     name = "wanda"
-    kind = "pruning"
+    label = "Wanda"
+    family = "pruning"
     needs_calibration = True
     saves_compressed = False
 

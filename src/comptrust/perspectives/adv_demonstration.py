@@ -141,6 +141,7 @@ class AdvDemonstrationPerspective(Perspective):
     name: ClassVar[str] = "adv_demonstration"
     version: ClassVar[int] = 1
     title: ClassVar[str] = "Robustness to adversarial demonstrations"
+    column: ClassVar[str] = "Adv Demo"
     scenarios: ClassVar[tuple[str, ...]] = tuple(CELLS)
 
     # ---- data -------------------------------------------------------------------------

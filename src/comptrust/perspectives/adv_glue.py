@@ -161,6 +161,7 @@ class AdvGluePerspective(Perspective):
     version: ClassVar[int] = 1
     scenarios: ClassVar[tuple[str, ...]] = CELLS
     title: ClassVar[str] = "Adversarial robustness (AdvGLUE++)"
+    column: ClassVar[str] = "AdvGLUE++"
 
     def __init__(self) -> None:
         self._files: dict[tuple[int, str], dict[str, list[Any]]] = {}

@@ -53,13 +53,19 @@ class Perspective(ABC):
     """One DecodingTrust perspective (or the benign MMLU measure).
 
     Subclasses set ``name`` (the CLI id), ``version`` (bump it whenever prompts,
-    parsing or metrics change: it enters the cache key) and ``scenarios``.
+    parsing or metrics change: it enters the cache key), ``scenarios``, and how the
+    report names them: ``title`` ("Stereotype bias"; findings write it mid-sentence)
+    and ``column`` (its table header, "Stereotype"; also the paper CSV's column).
     """
 
     name: ClassVar[str]
     version: ClassVar[int]
     scenarios: ClassVar[tuple[str, ...]]
-    title: ClassVar[str] = ""
+    title: ClassVar[str]
+    column: ClassVar[str]
+    # "generate": responses are generated and parsed (every DecodingTrust perspective); "loglik": choices are
+    # scored by log-likelihood through ``evaluate_loglik`` and nothing is generated (MMLU).
+    kind: ClassVar[str] = "generate"
 
     # ---- building prompts -------------------------------------------------------------
 

@@ -203,6 +203,7 @@ class FairnessPerspective(Perspective):
     version = 1
     scenarios = tuple(SETS)
     title = "Fairness"
+    column = "Fairness"
 
     # ---- prompts ------------------------------------------------------------------------
 

@@ -167,6 +167,7 @@ class MachineEthicsPerspective(Perspective):
     name = "machine_ethics"
     version = 1
     title = "Machine ethics"
+    column = "Ethics"
     scenarios: ClassVar[tuple[str, ...]] = SCENARIOS
 
     def __init__(self) -> None:

@@ -183,6 +183,7 @@ class OodPerspective(Perspective):
     scenarios: ClassVar[tuple[str, ...]] = ("knowledge_standard", "knowledge_idk", "knowledge_2020_5shot",
                                             "style", "style_8shot")
     title: ClassVar[str] = "Out-of-distribution robustness"
+    column: ClassVar[str] = "OOD"
 
     def __init__(self) -> None:
         self._sets: dict[tuple[int, str], dict[str, list[dict[str, Any]]]] = {}

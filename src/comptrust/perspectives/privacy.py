@@ -54,6 +54,7 @@ class PrivacyPerspective(Perspective):
     version = 1
     scenarios = SCENARIOS
     title = "Privacy"
+    column = "Privacy"
 
     # ---- data ---------------------------------------------------------------------------
 

@@ -160,6 +160,7 @@ class StereotypePerspective(Perspective):
     version = 1
     scenarios = SCENARIOS
     title = "Stereotype bias"
+    column = "Stereotype"
 
     def load_records(self, data: DataSource, scenario: str, options: EvalOptions) -> list[Any]:
         rows = read_jsonl(data, DATA_FILE, check=check_record,

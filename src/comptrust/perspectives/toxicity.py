@@ -161,6 +161,7 @@ class ToxicityPerspective(Perspective):
     name = "toxicity"
     version = 1
     title = "Toxicity"
+    column = "Toxicity"
     scenarios: ClassVar[tuple[str, ...]] = SCENARIOS
 
     def __init__(self) -> None:

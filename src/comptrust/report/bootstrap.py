@@ -172,7 +172,7 @@ def _num(value: float | None) -> float:
 
 
 def degenerate_counts(perspective: Any, scored: list[ScoredSample]) -> dict[str, tuple[int, int]] | None:
-    if getattr(perspective, "kind", "generate") == "loglik":
+    if perspective.kind == "loglik":
         return None
     return {s.sample.id: sample_degenerate(list(s.responses)) for s in scored}
 
@@ -275,8 +275,3 @@ def interval(values: np.ndarray, level: float = 0.95, units: int | None = None,
         return None, "no variation: the middle 95% of resamples give one value, so the data cannot show uncertainty"
     widen = expansion(level, units, strata)
     return (center - widen * (center - low), center + widen * (high - center)), None
-
-
-def percentile_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float] | None:
-    """:func:`interval` without the reason."""
-    return interval(values, level)[0]

@@ -20,15 +20,20 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from comptrust.registry import PERSPECTIVES, ClassAttributes
 from comptrust.report.aggregate import AVERAGE, REFUSAL_SHIFT, Base, Table, Variant
 from comptrust.report.decisions import NonInferiority, marks_sentence, needed_scale, noninferiority
 from comptrust.report.noise_floor import noise_findings
 from comptrust.report.runs import MEASURES
 
-TITLES = {"toxicity": "toxicity", "stereotype": "stereotype bias", "adv_glue": "adversarial robustness "
-          "(AdvGLUE++)", "ood": "out-of-distribution robustness", "adv_demonstration": "robustness to "
-          "adversarial demonstrations", "privacy": "privacy", "machine_ethics": "machine ethics",
-          "fairness": "fairness", "mmlu": "MMLU", AVERAGE: "the average of nine"}
+
+def in_sentence(title: str) -> str:
+    """A title as it reads mid-sentence: "Stereotype bias" -> "stereotype bias"; "MMLU" stays "MMLU"."""
+    return title if title.split()[0].isupper() else title[0].lower() + title[1:]
+
+
+# Each measure's name in the findings' sentences: its perspective's ``title`` (perspectives/*.py).
+TITLES = ClassAttributes(PERSPECTIVES, "title", extra={AVERAGE: "the average of nine"}, shape=in_sentence)
 
 # MMLU "barely moves" below this change (points); a trust drop "matters" from this size on.
 MMLU_STILL = 2.0

@@ -333,10 +333,3 @@ def render_html(context: dict[str, Any]) -> str:
 
 def render_markdown(context: dict[str, Any]) -> str:
     return md_env().get_template("report.md.j2").render(**context)
-
-
-def write_report(run_dirs: list[Path], out_dir: Path, **kwargs: Any) -> dict[str, Path]:
-    """Entry point kept here for ``comptrust demo``; see :func:`comptrust.report.build.write_report`."""
-    from comptrust.report.build import write_report as _write
-
-    return _write(run_dirs, out_dir, **kwargs)

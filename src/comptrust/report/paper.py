@@ -18,15 +18,16 @@ from pathlib import Path
 from typing import Any
 
 from comptrust.errors import DataError
+from comptrust.registry import PERSPECTIVES, ClassAttributes
 from comptrust.report.aggregate import AVERAGE, Base, Table, Variant
 from comptrust.report.runs import MEASURES
 
 PAPER_CSV = Path(__file__).with_name("paper_results.csv")
 CITATION = ('Hong et al., "Decoding Compressed Trust: Scrutinizing the Trustworthiness of Efficient LLMs '
             'Under Compression", ICML 2024')
-COLUMNS = {"toxicity": "Toxicity", "stereotype": "Stereotype", "adv_glue": "AdvGLUE++", "ood": "OOD",
-           "adv_demonstration": "Adv Demo", "privacy": "Privacy", "machine_ethics": "Ethics",
-           "fairness": "Fairness", "mmlu": "MMLU", AVERAGE: "Average"}
+# Each measure's table header (and the paper CSV's column): its perspective's ``column`` (perspectives/*.py).
+COLUMNS = ClassAttributes(PERSPECTIVES, "column", extra={AVERAGE: "Average"})
+PAPER_MEASURES = (*MEASURES, AVERAGE)  # the paper table's columns, in its order
 _METHODS = {"awq": "awq", "gptq": "gptq", "mag": "magnitude", "magnitude": "magnitude",
             "sparsegpt": "sparsegpt", "wanda": "wanda", "rtn": "rtn"}
 _SEED = re.compile(r"_?(?:seed(\d+)|(\d+)seed)$")
@@ -67,8 +68,8 @@ def _parse(row: dict[str, str]) -> PaperRow:
         if m:
             sparsity, pattern = float(m[1]), f"{m[2]}:{m[3]}"
     group = re.search(r"(\d+)g(?:_|$)", suffix) if bits is not None else None
-    scores = {k: float(row[c]) for k, c in COLUMNS.items()}
-    refusals = {k: float(row[f"{c} Ref"]) for k, c in COLUMNS.items() if f"{c} Ref" in row}
+    scores = {m: float(row[COLUMNS[m]]) for m in PAPER_MEASURES}
+    refusals = {m: float(row[f"{COLUMNS[m]} Ref"]) for m in PAPER_MEASURES if f"{COLUMNS[m]} Ref" in row}
     return PaperRow(row["Base Model"], model, method, bits, sparsity, pattern,
                     (seed_match[1] or seed_match[2]) if seed_match else None,
                     int(group[1]) if group else None, scores, refusals)
@@ -98,12 +99,12 @@ def _variant_config(v: Variant) -> tuple[Any, ...]:
 
 
 def _mean_rows(rows: list[PaperRow]) -> dict[str, float]:
-    return {m: statistics.fmean(r.scores[m] for r in rows) for m in COLUMNS}
+    return {m: statistics.fmean(r.scores[m] for r in rows) for m in PAPER_MEASURES}
 
 
 def _mean_refusals(rows: list[PaperRow]) -> dict[str, float]:
     keys = set.intersection(*(set(r.refusals) for r in rows)) if rows else set()
-    return {m: statistics.fmean(r.refusals[m] for r in rows) for m in COLUMNS if m in keys}
+    return {m: statistics.fmean(r.refusals[m] for r in rows) for m in PAPER_MEASURES if m in keys}
 
 
 def _differences(v: Variant, rows: list[PaperRow]) -> list[str]:
@@ -123,11 +124,11 @@ def _differences(v: Variant, rows: list[PaperRow]) -> list[str]:
 
 
 def _match(v: Variant, family: str, members: list[PaperRow]) -> dict[str, Any]:
-    ours = {m: v.cells[m].mean for m in COLUMNS}
+    ours = {m: v.cells[m].mean for m in PAPER_MEASURES}
     paper = _mean_rows(members)
     return {"variant": v.label, "paper_model": family, "n_rows": len(members), "ours": ours, "paper": paper,
-            "diff": {m: None if ours[m] is None else ours[m] - paper[m] for m in COLUMNS},
-            "our_refusals": {m: v.refusals[m].mean for m in COLUMNS if m in v.refusals},
+            "diff": {m: None if ours[m] is None else ours[m] - paper[m] for m in PAPER_MEASURES},
+            "our_refusals": {m: v.refusals[m].mean for m in PAPER_MEASURES if m in v.refusals},
             "paper_refusals": _mean_refusals(members), "notes": _differences(v, members)}
 
 
@@ -167,9 +168,9 @@ def compare_base(base: Base, rows: list[PaperRow]) -> dict[str, Any]:
             paper = _mean_rows(members)
             out["reference"].append({"variant": v.label, "paper_base": members[0].base, "paper_model": family,
                                      "n_rows": len(members),
-                                     "paper_delta": {m: paper[m] - dense.scores[m] for m in COLUMNS},
+                                     "paper_delta": {m: paper[m] - dense.scores[m] for m in PAPER_MEASURES},
                                      "our_delta": {m: (v.deltas[m].value if m in v.deltas else None)
-                                                   for m in COLUMNS}})
+                                                   for m in PAPER_MEASURES}})
     return out
 
 

@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from comptrust.backends.base import kv_label
 from comptrust.compression.checkpoint import THIRD_PARTY, with_declared_base
+from comptrust.compression.methods import compressor_class, methods
 from comptrust.errors import ConfigError, DataError
 from comptrust.noise import Perturbation
 from comptrust.registry import TRUST_PERSPECTIVES
@@ -23,12 +25,9 @@ from comptrust.types import ScoredSample, stable_hash
 MEASURES: tuple[str, ...] = (*TRUST_PERSPECTIVES, "mmlu")
 """The nine columns of the paper's table: eight trust perspectives, then MMLU."""
 
-METHOD_NAMES = {"rtn": "RTN", "gptq": "GPTQ", "awq": "AWQ", "magnitude": "Magnitude",
-                "sparsegpt": "SparseGPT", "wanda": "Wanda", "fp8": "FP8", "w8a8": "INT8 W8A8", "nvfp4": "NVFP4",
-                "gguf": "GGUF", "bitsandbytes": "bitsandbytes", "compressed-tensors": "compressed-tensors",
-                "unknown": "compressed (method not recorded)"}
-# Formats whose name already says their bits (weights and activations): no "8-bit" after "FP8".
-_SELF_DESCRIBING = {"fp8", "w8a8", "nvfp4"}
+# Methods a downloaded checkpoint may record that are no comptrust compressor (compression/checkpoint.py).
+THIRD_PARTY_NAMES = {"bitsandbytes": "bitsandbytes", "compressed-tensors": "compressed-tensors",
+                     "unknown": "compressed (method not recorded)"}
 
 # Manifest keys that differ between two compressions of the same configuration
 # (calibration seed, measured size and time, provenance); they do not define a variant.
@@ -47,6 +46,12 @@ def _first(mapping: dict[str, Any] | None, *keys: str) -> Any:
         if value is not None:
             return value
     return None
+
+
+def method_name(method: str) -> str:
+    """How reports name ``method``: its compressor's ``label`` (``INT8 W8A8``), else a third-party name."""
+    key = method.lower()
+    return compressor_class(key).label if key in methods() else THIRD_PARTY_NAMES.get(key, method)
 
 
 def _strip_volatile(obj: Any) -> Any:
@@ -245,17 +250,17 @@ class Run:
 
     def describe(self) -> str:
         """A short label such as ``GPTQ 4-bit g128``, ``Wanda 50% 2:4``, ``GGUF Q4_K_M`` or ``dense + KV int4``."""
-        kv = f" + KV {self.kv_cache}" if self.kv_cache else ""
+        kv = kv_label(self.kv_cache)
         if self.manifest is None:
             return f"{self.model_name.rstrip('/').split('/')[-1]} (dense{kv})" if not kv else f"dense{kv}"
         method = str(self.method or "compressed")
-        parts = [METHOD_NAMES.get(method.lower(), method)]
+        parts = [method_name(method)]
         if method == "gguf":
             parts.append(str(_first(self._params, "gguf_type") or "?"))
             if self.model.get("backend") == "hf":
                 parts.append("(dequantized, hf)")
             return " ".join(parts) + kv
-        if method in _SELF_DESCRIBING:
+        if method in methods("format"):  # the name already says its bits: no "8-bit" after "FP8"
             return " ".join(parts) + kv
         if method == "bitsandbytes":
             kind = str(_first(self._params, "weight_type") or "")

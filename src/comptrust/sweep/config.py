@@ -12,10 +12,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from comptrust.backends.base import KV_CACHE_CHOICES
 from comptrust.chat import TEMPLATES
 from comptrust.errors import ConfigError
+from comptrust.perspectives.base import DEFAULT_PROFILE, PROFILES, EvalOptions
 
 Scalar = int | float | str | bool
+KVCache = Literal[("none", *KV_CACHE_CHOICES)]  # type: ignore[valid-type]  # "none": the plain cache
 
 
 class _Strict(BaseModel):
@@ -53,7 +56,7 @@ class CompressionEntry(_Strict):
     calib_chat_template: bool | None = None
     type: str | list[str] | None = None  # gguf: llama.cpp type(s), e.g. Q4_K_M
     smoothing: float | list[float] | None = None  # w8a8: SmoothQuant strength
-    kv_cache: Literal["none", "int4", "int2"] | list[Literal["none", "int4", "int2"]] | None = None
+    kv_cache: KVCache | list[KVCache] | None = None  # type: ignore[valid-type]
     backend: Literal["hf", "llamacpp", "vllm"] | None = None
 
     def params(self) -> dict[str, Any]:
@@ -77,9 +80,14 @@ class EvalSection(_Strict):
     limit: int | None = Field(default=None, ge=1)
     samples: int | None = Field(default=None, ge=1)
     max_new_tokens: int | None = Field(default=None, ge=1)
-    profile: Literal["comp-trust", "decodingtrust"] = "comp-trust"
+    profile: Literal[PROFILES] = DEFAULT_PROFILE  # type: ignore[valid-type]
     seed: int = 0
     options: dict[str, Any] = Field(default_factory=dict)
+
+    def to_options(self) -> EvalOptions:
+        """The options every job of the sweep evaluates with (local and Ray executors, the dry run's counts)."""
+        return EvalOptions(limit=self.limit, samples=self.samples, seed=self.seed, profile=self.profile,
+                           max_new_tokens=self.max_new_tokens, extra=dict(self.options))
 
 
 class BackendSection(_Strict):

@@ -54,14 +54,12 @@ class PerspectiveCount:
 def count_perspective(plan: Plan, name: str) -> PerspectiveCount:
     """Prompts, completions and the generated-token bound of one perspective for one artifact."""
     from comptrust.data.source import open_source
-    from comptrust.perspectives.base import EvalOptions
     from comptrust.registry import get_perspective
 
     ev = plan.config.eval
     perspective = get_perspective(name)
-    kind = getattr(perspective, "kind", "generate")
-    options = EvalOptions(limit=ev.limit, samples=ev.samples, seed=ev.seed, profile=ev.profile,
-                          max_new_tokens=ev.max_new_tokens, extra=dict(ev.options))
+    kind = perspective.kind
+    options = ev.to_options()
     try:
         data = open_source(ev.data_dir, smoke=ev.smoke, hub_revision=ev.hub_revision)
         samples = perspective.samples(data, options)
@@ -135,17 +133,16 @@ def artifact_format(artifact: Artifact, base_dtype: str | None = None) -> str:
     """Bits of weights / activations / KV cache, e.g. ``W8A8 FP8``, ``W4A16 int``, ``GGUF Q4_K_M, KV int4``.
     A dense model is named by the dtype its weights are stored in (``dense float32``), not an assumed 16
     bits: SmolLM2 as shipped is float32."""
-    from comptrust.compression.formats import ACTIVATION_FORMATS
+    from comptrust.compression.methods import family_of, format_of
 
     cfg = artifact.config or {}
     if artifact.dense:
         text = f"dense {base_dtype}" if base_dtype else "dense (stored dtype unknown)"
     elif artifact.method == "gguf":
         text = f"GGUF {cfg.get('gguf_type')}"
-    elif artifact.method in ACTIVATION_FORMATS:
-        fmt = ACTIVATION_FORMATS[artifact.method]
-        kind = {"fp8": "FP8", "w8a8": "INT8", "nvfp4": "FP4"}[artifact.method]
-        text = f"W{fmt.weight_bits:g}A{fmt.activation_bits} {kind}"
+    elif family_of(artifact.method) == "format":
+        fmt = format_of(artifact.method)
+        text = f"W{fmt.weight_bits:g}A{fmt.activation_bits} {fmt.number}"
     elif cfg.get("bits") is not None:
         text = f"W{cfg['bits']}A16 int"
     else:

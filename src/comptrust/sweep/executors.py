@@ -20,7 +20,6 @@ from comptrust.sweep.jobs import (
     SweepState,
     backend_settings,
     data_source,
-    eval_options,
     evaluate_job,
     load_backend,
     materialize,
@@ -133,7 +132,7 @@ class _RayRun:
     def __init__(self, plan: Plan, state: SweepState, cache: Cache, say: Log) -> None:
         self.plan, self.state, self.cache, self.say = plan, state, cache, say
         self.data = data_source(plan)
-        self.options = eval_options(plan)
+        self.options = plan.config.eval.to_options()
         self.in_flight: dict[Any, tuple[str, Any]] = {}
         self.shards_left: dict[str, int] = {}
         self.failed_jobs: set[str] = set()
@@ -154,7 +153,7 @@ class _RayRun:
 
         record = self.state.artifact_record(artifact_id) or {}
         perspective = get_perspective(job.perspective)
-        if "fingerprint" not in record or getattr(perspective, "kind", "generate") == "loglik":
+        if "fingerprint" not in record or perspective.kind == "loglik":
             return [], False
         samples = shard_samples(perspective.samples(self.data, self.options), shard, shards)
         keys = [key for _s, _j, key, _r in row_plan(record["fingerprint"], perspective, samples)]
@@ -212,7 +211,7 @@ def run_ray(plan: Plan, state: SweepState, pending: list[Job], cache: Cache, say
     def submit_shards(artifact: Artifact, spec: str) -> None:
         state.record_artifact(artifact.id, model_spec=spec)
         for job in grouped[artifact.id]:
-            loglik = getattr(get_perspective(job.perspective), "kind", "generate") == "loglik"
+            loglik = get_perspective(job.perspective).kind == "loglik"
             shards = 1 if loglik else rc.shards
             run.shards_left[job.id] = shards
             for shard in range(shards):

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from comptrust.backends.base import Backend
-from comptrust.perspectives.base import EvalOptions
 from comptrust.store import Cache, RunDir, atomic_write_json
 from comptrust.sweep.plan import Artifact, Job, Plan
 
@@ -81,12 +80,6 @@ class SweepState:
         return [s for j in self.plan.jobs if (s := self.status(j)) and s.get("status") == "failed"]
 
 
-def eval_options(plan: Plan) -> EvalOptions:
-    ev = plan.config.eval
-    return EvalOptions(limit=ev.limit, samples=ev.samples, seed=ev.seed, profile=ev.profile,
-                       max_new_tokens=ev.max_new_tokens, extra=dict(ev.options))
-
-
 def data_source(plan: Plan) -> Any:
     from comptrust.data.source import open_source
 
@@ -132,7 +125,7 @@ def evaluate_job(plan: Plan, state: SweepState, job: Job, backend: Backend, cach
     from comptrust.runner import evaluate
 
     run_dir = state.run_dir(job.artifact)
-    summary = evaluate(backend, [job.perspective], data_source(plan), eval_options(plan), run_dir=run_dir,
+    summary = evaluate(backend, [job.perspective], data_source(plan), plan.config.eval.to_options(), run_dir=run_dir,
                        cache=cache, quiet=True)
     entry = summary["perspectives"][job.perspective]
     state.mark(job, "done", score=entry.get("score"), generation=entry.get("generation"))

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from comptrust.backends.base import kv_label
+from comptrust.compression.methods import family_of
 from comptrust.errors import ConfigError
 from comptrust.sweep.config import ModelEntry, SweepConfig
 from comptrust.types import stable_hash
@@ -37,7 +39,7 @@ class Artifact:
         return self.method is None
 
     def describe(self) -> str:
-        extra = (f" + KV {self.kv_cache}" if self.kv_cache else "") + (f" [{self.backend}]" if self.backend else "")
+        extra = kv_label(self.kv_cache) + (f" [{self.backend}]" if self.backend else "")
         if self.dense:
             return f"{self.model.model} (dense){extra}"
         shown = ", ".join(f"{k}={v}" for k, v in self.params.items())
@@ -121,7 +123,7 @@ def expand_entry(params: dict[str, Any]) -> list[dict[str, Any]]:
 def _label(method: str, config: dict[str, Any], given: dict[str, Any]) -> str:
     if config.get("gguf_type"):
         return f"{method}-{config['gguf_type']}"
-    if method in ("fp8", "w8a8", "nvfp4"):
+    if family_of(method) == "format":
         label = method + (f"-sq{config['smoothing']:g}" if "smoothing" in given else "")
     elif config.get("bits") is not None:
         label = f"{method}-{config['bits']}bit"

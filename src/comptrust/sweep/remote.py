@@ -105,19 +105,18 @@ def shard_task(payload: dict[str, Any]) -> dict[str, Any]:
     import time
 
     from comptrust.data.source import open_source
-    from comptrust.perspectives.base import EvalOptions
     from comptrust.registry import get_perspective
+    from comptrust.sweep.config import EvalSection
 
-    ev = payload["eval"]
+    ev = EvalSection.model_validate(payload["eval"])  # the driver sent ``model_dump()``
     backend = _backend(payload)
-    data = open_source(ev["data_dir"], smoke=ev["smoke"], hub_revision=ev["hub_revision"])
-    options = EvalOptions(limit=ev["limit"], samples=ev["samples"], seed=ev["seed"], profile=ev["profile"],
-                          max_new_tokens=ev["max_new_tokens"], extra=dict(ev["options"]))
+    data = open_source(ev.data_dir, smoke=ev.smoke, hub_revision=ev.hub_revision)
+    options = ev.to_options()
     perspective = get_perspective(payload["perspective"])
     out: dict[str, Any] = {"fingerprint": backend.fingerprint, "info": backend.info(), "rows": [],
                            "logprobs": {}, "seconds": 0.0, "completion_tokens": 0}
     started = time.perf_counter()
-    if getattr(perspective, "kind", "generate") == "loglik":
+    if perspective.kind == "loglik":
         recorder = RecordingBackend(backend)
         perspective.evaluate_loglik(recorder, data, options)
         out["logprobs"] = recorder.recorded

@@ -10,7 +10,8 @@ stores, as comptrust writes it (docs/compression.md):
   16-bit zero point per group (``bits + 32 / group``); embeddings and the LM head
   keep the base dtype;
 * fp8 / w8a8: 8-bit Linear weights plus a 16-bit scale per output channel; nvfp4:
-  4 bits plus an FP8 scale per 16 weights (4.5 bits);
+  4 bits plus an FP8 scale per 16 weights (4.5 bits): each format's ``Format``
+  (weight bits, weights per scale, scale bits) says so;
 * pruning (magnitude, sparsegpt, wanda): stored dense, so no saving on disk;
 * gguf: every tensor (embeddings included) at the type's bits per weight as
   llama.cpp's quantizer mixes them (approximate for the k-quant mixes), except that
@@ -31,6 +32,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from comptrust.compression.config import AUTO_GROUP_SIZES  # the rule compression itself applies
+from comptrust.compression.methods import family_of, format_of
+
 # Average bits per weight of llama.cpp's types over a Llama-style model (block scales included; the
 # k-quant mixes keep some tensors at higher precision).  Q8_0 and Q4_0 are exact (32-weight blocks with a
 # 16-bit scale); the mixes are llama.cpp's own published figures for 7B models, rounded.
@@ -42,7 +46,6 @@ GGUF_BITS: dict[str, float] = {
 # llama.cpp's fallback for a k-quant tensor whose rows are not a multiple of 256 (llama-quant.cpp), as bits
 # per weight: Q2_K/Q3_K -> IQ4_NL, Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0.
 K_QUANT_FALLBACK_BITS = {"Q2_K": 4.5, "Q3_K": 4.5, "Q4_K": 5.5, "Q5_K": 6.0, "Q6_K": 8.5}
-PRUNING = ("magnitude", "sparsegpt", "wanda")
 # The paper's models (public config.json facts), so the paper sweep's dry run has sizes offline.
 _LLAMA2 = {"vocab_size": 32000, "tie_word_embeddings": False, "torch_dtype": "float16"}
 KNOWN_CONFIGS: dict[str, dict[str, Any]] = {
@@ -92,19 +95,18 @@ def auto_group(config: dict[str, Any]) -> int | None:
     heads = int(text.get("num_attention_heads") or 1)
     inputs = [int(text["hidden_size"]), int(text["intermediate_size"]),
               heads * int(text.get("head_dim") or int(text["hidden_size"]) // heads)]
-    from comptrust.compression.base import AUTO_GROUP_SIZES  # the rule compression itself applies
-
     return next((g for g in AUTO_GROUP_SIZES if all(n % g == 0 for n in inputs)), None)
 
 
 def linear_bits(method: str, cfg: dict[str, Any], config: dict[str, Any]) -> float | None:
     """Stored bits per decoder Linear weight for ``method`` (None: the base dtype, i.e. pruning)."""
-    if method in PRUNING:
+    family = family_of(method)
+    if family == "pruning":
         return None
-    if method in ("fp8", "w8a8"):
-        return 8.0 + 16.0 / max(1, int((config.get("text_config") or config)["hidden_size"]))
-    if method == "nvfp4":
-        return 4.5
+    if family == "format":  # a scale per output channel is one per input row of hidden_size weights
+        fmt = format_of(method)
+        per_scale = fmt.group or max(1, int((config.get("text_config") or config)["hidden_size"]))
+        return fmt.weight_bits + fmt.scale_bits / per_scale
     bits = cfg.get("bits")
     if bits is None:
         return None
@@ -152,6 +154,8 @@ def estimated_bytes(method: str | None, cfg: dict[str, Any], config: dict[str, A
     """Weights on disk of the base model (``method`` None) or of one compressed artifact; None if unknown."""
     if method == "gguf":
         return gguf_bytes(str(cfg.get("gguf_type", "")).upper(), config)
+    if method is not None and family_of(method) == "file":
+        return None  # another file format: what it stores is not modelled here, so "size unknown"
     counts = parameter_counts(config)
     if counts is None:
         return None

@@ -50,7 +50,7 @@ def perplexity(path: Path, ids: list[int], window: int) -> float:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from comptrust.compression.activations import prepare_quantized_forward
+    from comptrust.backends.hf.quantized_forward import prepare_quantized_forward
 
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     prepare_quantized_forward(model, torch.float32)  # as the hf backend: activations stay quantized
@@ -83,7 +83,7 @@ def perplexity_kv(path: Path, ids: list[int], window: int, kv_cache: str) -> flo
     import torch
     from transformers import AutoModelForCausalLM
 
-    from comptrust.backends.kv_quant import parse_kv_cache, quantized_cache
+    from comptrust.backends.hf.kv_quant import parse_kv_cache, quantized_cache
 
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     spec = parse_kv_cache(kv_cache)

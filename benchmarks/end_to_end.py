@@ -43,7 +43,7 @@ def loop(args: argparse.Namespace) -> int:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from comptrust.backends.hf import choose_dtype
+    from comptrust.backends.hf.backend import choose_dtype
     from comptrust.chat import prompt_token_ids, render
     from comptrust.data.source import LocalFolder
     from comptrust.models import resolve_model

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from comptrust.backends.base import row_seed
-from comptrust.backends.hf import HFBackend
+from comptrust.backends.hf.backend import HFBackend
 from comptrust.data.source import LocalFolder, SmokeSuite
 from comptrust.perspectives.base import EvalOptions
 from comptrust.perspectives.stereotype import StereotypePerspective

@@ -47,8 +47,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from scheduling import machine
 
-    import comptrust.benign.loglik as loglik
-    from comptrust.backends.hf import HFBackend
+    import comptrust.backends.hf.loglik as loglik
+    from comptrust.backends.hf.backend import HFBackend
     from comptrust.benign.mmlu import CHOICES, LETTERS, MmluPerspective
     from comptrust.perspectives.base import EvalOptions
 

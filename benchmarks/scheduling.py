@@ -197,8 +197,8 @@ def force_lengths(lengths: list[int], rows: list[Any], eos: int, seed: int = 0) 
     """
     import torch
 
-    import comptrust.backends.continuous as continuous
-    import comptrust.backends.hf as hf
+    import comptrust.backends.hf.backend as hf
+    import comptrust.backends.hf.continuous as continuous
     from comptrust.backends.sampling import RowSampler, _int64
 
     rng = random.Random(seed)
@@ -233,7 +233,7 @@ def load(args: argparse.Namespace) -> Any:
     """The backend: SmolLM2 (or ``--model``) from disk, or a random-weight shape on the GPU."""
     import torch
 
-    from comptrust.backends.hf import HFBackend
+    from comptrust.backends.hf.backend import HFBackend
 
     if args.shape:
         from throughput import hf_backend, load_tokenizer, random_model

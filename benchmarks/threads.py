@@ -19,7 +19,7 @@ import time
 import torch
 from generation import make_rows
 
-from comptrust.backends.hf import HFBackend
+from comptrust.backends.hf.backend import HFBackend
 from comptrust.threads import choose_threads
 
 

@@ -102,7 +102,7 @@ def random_model(shape: str, tokenizer: Any, device: str = "cuda") -> Any:
 def hf_backend(model: Any, tokenizer: Any, folder: Path, name: str, batch_size: int | None,
                ignore_eos: bool, scheduler: str = "continuous") -> Any:
     """comptrust's HFBackend around an already loaded model (its fingerprint names the weights)."""
-    from comptrust.backends.hf import HFBackend
+    from comptrust.backends.hf.backend import HFBackend
     from comptrust.models import ModelRef
 
     backend = HFBackend(model, tokenizer, ModelRef(folder, "local", name), batch_size=batch_size,
@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.shape == "smollm2":
         from transformers import AutoModelForCausalLM
 
-        from comptrust.backends.hf import choose_dtype
+        from comptrust.backends.hf.backend import choose_dtype
 
         folder = resolve_model("smollm2-135m-instruct").path
         device = "cuda" if gpu else "cpu"
@@ -280,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         return out | {"batch_size": args.batch_size or size, "oom_retries": ours.oom_retries}
 
     def batched_loop() -> dict[str, Any]:
-        import comptrust.backends.hf as hf
+        import comptrust.backends.hf.backend as hf
 
         vectorized, hf.RowSampler = hf.RowSampler, LoopSampler
         try:

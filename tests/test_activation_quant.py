@@ -36,7 +36,7 @@ def artifacts(base, tmp_path_factory) -> dict[str, Path]:
 
 
 def _load(path: Path):
-    from comptrust.backends.hf import HFBackend
+    from comptrust.backends.hf.backend import HFBackend
 
     return HFBackend.from_path(str(path), batch_size=2)
 
@@ -96,7 +96,7 @@ def test_activation_quantized_logits_equal_an_independent_reference(base, artifa
 
 @pytest.mark.parametrize("method", ["fp8", "w8a8", "nvfp4"])
 def test_switching_activation_quantization_off_changes_the_logits(artifacts, method):
-    from comptrust.compression.activations import quantized_layers
+    from comptrust.backends.hf.quantized_forward import quantized_layers
 
     model = _load(artifacts[method]).model
     quantized = _logits(model)

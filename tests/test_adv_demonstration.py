@@ -255,7 +255,7 @@ def test_score_on_complete_set_in_both_profiles(profile):
 
 
 def test_smoke_suite_end_to_end_with_runner(tmp_path, tiny_llama):
-    from comptrust.backends.hf import HFBackend
+    from comptrust.backends.hf.backend import HFBackend
     from comptrust.runner import evaluate
 
     samples = P.samples(SmokeSuite(), EvalOptions())

@@ -108,7 +108,7 @@ def test_automatic_raw_is_recorded_and_keyed_as_raw(tiny_llama, tmp_path):
     import json
     import shutil
 
-    from comptrust.backends.hf import HFBackend
+    from comptrust.backends.hf.backend import HFBackend
 
     folder = tmp_path / "base"
     shutil.copytree(tiny_llama, folder)

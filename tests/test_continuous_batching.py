@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from comptrust.backends.base import row_seed
-from comptrust.backends.continuous import ContinuousBatcher, shared_prefix_groups
-from comptrust.backends.hf import HFBackend
+from comptrust.backends.hf.backend import HFBackend
+from comptrust.backends.hf.continuous import ContinuousBatcher, shared_prefix_groups
 from comptrust.types import GenParams, GenRow
 
 SYSTEM = {"role": "system", "content": "You are a helpful assistant. The answer is yes or no."}
@@ -77,7 +77,7 @@ def test_a_finished_row_leaves_at_once_and_is_reported_before_longer_rows_end(ba
 
 
 def test_generation_stops_at_eos_and_the_row_leaves(tiny_llama, monkeypatch):
-    import comptrust.backends.hf as hf
+    import comptrust.backends.hf.backend as hf
 
     monkeypatch.setattr(hf, "MIN_SHARED_PREFIX", 10**9)  # no prefix forward: lm_head calls are prefill + decode
     b = HFBackend.from_path(tiny_llama, batch_size=2)
@@ -101,7 +101,7 @@ def test_generation_stops_at_eos_and_the_row_leaves(tiny_llama, monkeypatch):
 
 
 def test_prefix_groups_and_draws_share_their_encoding_without_changing_text(backend, monkeypatch):
-    import comptrust.backends.hf as hf
+    import comptrust.backends.hf.backend as hf
 
     rows = _mixed_rows()
     before = backend.stats.prefilled_tokens, backend.stats.prompt_tokens
@@ -114,7 +114,7 @@ def test_prefix_groups_and_draws_share_their_encoding_without_changing_text(back
 
 
 def test_long_prompts_are_prefilled_in_chunks_with_the_same_text(backend, monkeypatch):
-    import comptrust.backends.hf as hf
+    import comptrust.backends.hf.backend as hf
 
     rows = _mixed_rows()
     forwards = backend.stats.prefill_forwards
@@ -157,7 +157,7 @@ def test_out_of_memory_restarts_unfinished_rows_with_fewer_slots_and_keeps_every
 
 
 def test_models_without_a_per_row_cache_fall_back_to_static_batches(backend, monkeypatch):
-    import comptrust.backends.hf as hf
+    import comptrust.backends.hf.backend as hf
 
     assert backend._continuous() and backend.info()["scheduler"] == "continuous"
     monkeypatch.setattr(hf, "slot_compatible", lambda config: False)  # e.g. linear-attention layers
@@ -190,7 +190,7 @@ def test_shared_prefix_groups_save_the_most_prefill():
 def test_slot_cache_writes_each_row_at_its_own_column_and_copies_rows():
     import torch
 
-    from comptrust.backends.kv_cache import SlotCache
+    from comptrust.backends.hf.slot_cache import SlotCache
 
     class Config:
         num_hidden_layers, num_key_value_heads, num_attention_heads, hidden_size, head_dim = 1, 1, 1, 2, 2
@@ -236,7 +236,7 @@ def test_next_tokens_draw_what_the_batch_sampler_draws_at_each_rows_own_step():
 def test_gpu_slot_count_fits_the_pool_and_one_prefill_chunk_in_free_memory(tiny_llama, monkeypatch):
     import torch
 
-    import comptrust.backends.hf as hf
+    import comptrust.backends.hf.backend as hf
 
     b = HFBackend.from_path(tiny_llama)  # float32: KV 512 bytes/token, prefill activations 2560 bytes/token
     monkeypatch.setattr(b, "device", torch.device("cuda"))
@@ -252,7 +252,7 @@ def test_gpu_slot_count_fits_the_pool_and_one_prefill_chunk_in_free_memory(tiny_
 
 
 def test_cpu_slot_count_is_capped_and_fits_a_quarter_of_free_ram(tiny_llama, monkeypatch):
-    import comptrust.backends.hf as hf
+    import comptrust.backends.hf.backend as hf
 
     b = HFBackend.from_path(tiny_llama)  # float32 on CPU: KV 512 bytes/token
     monkeypatch.setattr(hf, "available_host_memory", lambda: 16 * 2**30)

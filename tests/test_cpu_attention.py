@@ -1,4 +1,4 @@
-"""Attention on a CPU (backends/cpu_attention.py): GQA heads not repeated under a mask, bf16 computed in float32."""
+"""Attention on a CPU (backends/hf/cpu_attention.py): GQA heads not repeated under a mask, bf16 computed in float32."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 from transformers import AttentionInterface, AutoModelForCausalLM
 
 from comptrust.backends import cpu_attention as module
-from comptrust.backends.cpu_attention import NAME, cpu_attention
+from comptrust.backends.hf.cpu_attention import NAME, cpu_attention
 
 
 def _padded_batch() -> tuple[torch.Tensor, torch.Tensor]:
@@ -103,7 +103,7 @@ def test_without_a_mask_transformers_path_gives_identical_logits(tiny_llama, mon
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_static_and_continuous_generation_both_use_it(tiny_llama, monkeypatch, dtype):
     """Same texts from both schedulers, greedy and sampled; in bf16 the slots hold float32 keys and values."""
-    from comptrust.backends.hf import HFBackend
+    from comptrust.backends.hf.backend import HFBackend
     from comptrust.types import GenParams, GenRow
 
     used = []

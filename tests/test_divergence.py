@@ -197,7 +197,7 @@ def test_missing_reference_is_a_one_line_error(models, tmp_path, capsys):
 
 def test_hf_teacher_forcing_against_another_model(models):
     """The plan end to end in memory: another random model diverges, and every cell is exact on hf."""
-    from comptrust.backends.hf import HFBackend
+    from comptrust.backends.hf.backend import HFBackend
     from comptrust.divergence import build_reference, compare
     from comptrust.types import GenParams, Sample, ScoredSample
 
@@ -269,7 +269,7 @@ class EchoServer:
 
 
 def test_openai_echo_logprobs_give_zero_for_the_same_model_and_a_shared_support_bound_otherwise(models):
-    from comptrust.backends.hf import HFBackend
+    from comptrust.backends.hf.backend import HFBackend
     from comptrust.backends.openai_api import OpenAIBackend
     from comptrust.divergence import build_reference, compare
     from comptrust.types import GenParams, Sample, ScoredSample
@@ -344,7 +344,7 @@ def test_vllm_teacher_forcing_reads_prompt_logprobs(monkeypatch):
 @pytest.mark.slow
 def test_llamacpp_f32_gguf_matches_the_hf_reference(tmp_path):
     pytest.importorskip("llama_cpp")
-    from comptrust.backends.hf import HFBackend
+    from comptrust.backends.hf.backend import HFBackend
     from comptrust.backends.llamacpp import LlamaCppBackend
     from comptrust.compression import compress_model
     from comptrust.divergence import build_reference, compare

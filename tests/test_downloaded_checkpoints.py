@@ -433,7 +433,7 @@ def test_a_missing_quantizer_package_is_a_one_line_error_before_loading(base, tm
 
 
 def test_a_quantizer_transformers_cannot_run_here_is_one_line(base, monkeypatch):
-    import comptrust.backends.hf as hf
+    import comptrust.backends.hf.backend as hf
     from comptrust.errors import BackendError
 
     def refuse(*_a, **_k):

@@ -61,7 +61,7 @@ CELLS = [(f, m) for f in FAMILIES for m in methods() if m != "gguf"] + [("opt", 
 def test_every_family_and_method_compresses_reloads_and_generates(bases, tmp_path, family, method):
     from transformers import AutoModelForCausalLM
 
-    from comptrust.backends.hf import HFBackend
+    from comptrust.backends.hf.backend import HFBackend
 
     out = tmp_path / "artifact"
     expected = REFUSALS.get((family, method))
@@ -104,7 +104,7 @@ def test_mixtral_artifact_reloads_the_compressed_experts(bases, tmp_path):
     from safetensors import safe_open
     from transformers import AutoModelForCausalLM
 
-    from comptrust.backends.hf import HFBackend
+    from comptrust.backends.hf.backend import HFBackend
     from comptrust.compression import make_config
     from comptrust.compression.pipeline import artifact_key, run_compression, save_artifact
 
@@ -130,7 +130,7 @@ def test_mixtral_artifact_reloads_the_compressed_experts(bases, tmp_path):
 
 
 def test_magnitude_prunes_the_experts_too(bases, tmp_path):
-    from comptrust.backends.hf import HFBackend
+    from comptrust.backends.hf.backend import HFBackend
 
     out = compress_model(bases["qwen3_moe"], "magnitude", tmp_path / "mag")
     experts = HFBackend.from_path(out).model.model.layers[0].mlp.experts
@@ -142,7 +142,7 @@ def test_magnitude_prunes_the_experts_too(bases, tmp_path):
 @pytest.mark.parametrize("family", ["opt", "gpt_neox"])
 def test_hf_texts_equal_plain_greedy_generate(bases, family):
     """OPT's learned positions (offset 2) and GPT-NeoX's partial rotary take each row's own positions."""
-    from comptrust.backends.hf import HFBackend
+    from comptrust.backends.hf.backend import HFBackend
 
     for scheduler in ("continuous", "static"):
         backend = HFBackend.from_path(bases[family], scheduler=scheduler)
@@ -162,7 +162,7 @@ def test_hf_texts_equal_plain_greedy_generate(bases, family):
 
 
 def test_a_prompt_past_opts_learned_positions_fails_in_one_line(bases):
-    from comptrust.backends.hf import HFBackend
+    from comptrust.backends.hf.backend import HFBackend
     from comptrust.errors import BackendError
 
     backend = HFBackend.from_path(bases["opt"])
@@ -176,7 +176,7 @@ def test_a_prompt_past_opts_learned_positions_fails_in_one_line(bases):
 
 
 def test_teacher_forcing_past_opts_learned_positions_fails_in_one_line(bases):
-    from comptrust.backends.hf import HFBackend
+    from comptrust.backends.hf.backend import HFBackend
     from comptrust.divergence import ForceRequest
     from comptrust.errors import BackendError
 

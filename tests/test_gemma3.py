@@ -119,7 +119,7 @@ def test_compress_eval_both_backends_and_report(artifacts, tmp_path):
     ("fp8", ()),
 ])
 def test_other_methods_compress_gemma3_and_generate(method, options, tmp_path):
-    from comptrust.backends.hf import HFBackend
+    from comptrust.backends.hf.backend import HFBackend
     from comptrust.compression import load_manifest
     from comptrust.types import GenParams, GenRow
 
@@ -156,8 +156,8 @@ def build_tiny_gemma3(path: Path, tokenizer_from: Path, window: int = 8) -> Path
 @pytest.mark.slow
 def test_sliding_window_layers_run_continuous_batching_with_the_texts_of_one_row_alone(tiny_llama, tmp_path):
     """Prompts longer than the window: each row's sliding layers see only its own last ``window`` columns."""
-    from comptrust.backends.hf import HFBackend
-    from comptrust.backends.kv_cache import slot_compatible
+    from comptrust.backends.hf.backend import HFBackend
+    from comptrust.backends.hf.slot_cache import slot_compatible
     from test_continuous_batching import _mixed_rows, _texts
 
     backend = HFBackend.from_path(build_tiny_gemma3(tmp_path / "gemma", tiny_llama), batch_size=3, dtype="float32")
@@ -173,8 +173,8 @@ def test_sliding_window_layers_run_continuous_batching_with_the_texts_of_one_row
 @pytest.mark.slow
 def test_sliding_window_mask_changes_the_text_of_long_rows(tiny_llama, tmp_path, monkeypatch):
     """Without the window mask a sliding layer would attend to every column: the texts would differ."""
-    import comptrust.backends.continuous as continuous
-    from comptrust.backends.hf import HFBackend
+    import comptrust.backends.hf.continuous as continuous
+    from comptrust.backends.hf.backend import HFBackend
     from test_continuous_batching import _mixed_rows, _texts
 
     backend = HFBackend.from_path(build_tiny_gemma3(tmp_path / "gemma", tiny_llama, window=4), batch_size=3,

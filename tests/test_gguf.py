@@ -78,7 +78,7 @@ def test_llamacpp_log_likelihoods_equal_transformers_on_an_f32_file(base, f32):
 
     Not to the last bit: llama.cpp keeps its KV cache in F16 by default (measured: 4e-4 relative).
     """
-    from comptrust.backends.hf import HFBackend
+    from comptrust.backends.hf.backend import HFBackend
     from comptrust.backends.llamacpp import LlamaCppBackend
 
     prompts = ["Question: What is 2+2?\nA. 3\nB. 4\nC. 5\nD. 6\nAnswer:", "The capital of France is"]
@@ -139,7 +139,7 @@ def test_a_gguf_artifact_evaluated_by_hf_is_the_dequantized_copy_and_keeps_its_m
     assert ref.source == "gguf" and (ref.path / "config.json").is_file()
     assert ref.manifest()["params"]["gguf_type"] == "Q4_K_M"
     # The GGUF's chat template survives the conversion (it was dropped: "this model has no chat template").
-    from comptrust.backends.hf import HFBackend
+    from comptrust.backends.hf.backend import HFBackend
 
     prompt = HFBackend.from_path(q4km).prompt_text([{"role": "user", "content": "Hi"}])
     assert prompt.startswith("<|im_start|>") and "Hi" in prompt

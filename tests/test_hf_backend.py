@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from comptrust.backends.base import row_seed
-from comptrust.backends.hf import HFBackend
+from comptrust.backends.hf.backend import HFBackend
 from comptrust.types import GenParams, GenRow
 
 
@@ -72,7 +72,7 @@ def test_completion_lengths_and_on_result_callback(backend):
 
 @pytest.mark.parametrize("scheduler", ["continuous", "static"])
 def test_generation_stops_at_eos(tiny_llama, monkeypatch, scheduler):
-    import comptrust.backends.hf as hf
+    import comptrust.backends.hf.backend as hf
 
     monkeypatch.setattr(hf, "MIN_SHARED_PREFIX", 10**9)  # every lm_head call below is a generate step
     backend = HFBackend.from_path(tiny_llama, batch_size=2, scheduler=scheduler)
@@ -106,7 +106,7 @@ def _texts(backend, rows):
 
 
 def test_prefix_and_prompt_sharing_give_the_same_text_as_plain_batches(static, monkeypatch):
-    import comptrust.backends.hf as hf
+    import comptrust.backends.hf.backend as hf
 
     backend = static
     sampled = _rows(GenParams(max_tokens=10, temperature=1.0, n=3, seed=5), n_prompts=3, draws=3)
@@ -137,7 +137,7 @@ def test_prefix_and_prompt_sharing_give_the_same_text_as_plain_batches(static, m
 def test_dtype_choice_and_bfloat16_generation(tiny_llama, monkeypatch):
     import torch
 
-    from comptrust.backends.hf import choose_dtype
+    from comptrust.backends.hf.backend import choose_dtype
     from comptrust.errors import ConfigError
 
     monkeypatch.delenv("COMPTRUST_DTYPE")
@@ -160,7 +160,7 @@ def test_dtype_choice_and_bfloat16_generation(tiny_llama, monkeypatch):
 
 
 def test_reserved_kv_cache_gives_the_same_text_as_transformers_dynamic_cache(static, monkeypatch):
-    import comptrust.backends.hf as hf
+    import comptrust.backends.hf.backend as hf
 
     backend = static
     sampled = _rows(GenParams(max_tokens=10, temperature=1.0, n=3, seed=5), n_prompts=3, draws=3)
@@ -183,7 +183,7 @@ def test_reserved_kv_cache_gives_the_same_text_as_transformers_dynamic_cache(sta
 def test_reserved_layer_writes_in_place_and_selects_crops_and_grows():
     import torch
 
-    from comptrust.backends.kv_cache import ReservedCache, reservable
+    from comptrust.backends.hf.slot_cache import ReservedCache, reservable
 
     cache = ReservedCache(num_layers=1, capacity=4)
     layer = cache.layers[0]
@@ -379,7 +379,7 @@ def test_race_draws_the_argmax_of_p_over_exponentials_from_the_row_streams():
 def test_mmlu_log_likelihoods_halve_an_automatic_batch_after_out_of_memory(tiny_llama, monkeypatch):
     import torch
 
-    import comptrust.benign.loglik as loglik
+    import comptrust.backends.hf.loglik as loglik
     from comptrust.errors import BackendError
 
     b = HFBackend.from_path(tiny_llama)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from comptrust.backends.kv_quant import KVQuant, QuantizedKVLayer, parse_kv_cache, quantize_dequantize
+from comptrust.backends.hf.kv_quant import KVQuant, QuantizedKVLayer, parse_kv_cache, quantize_dequantize
 from comptrust.errors import ConfigError
 from comptrust.types import GenParams, GenRow
 
@@ -81,7 +81,7 @@ def _sharp(backend):
 
 
 def test_quantized_cache_changes_generations_and_has_its_own_cache_keys(tiny_llama):
-    from comptrust.backends.hf import HFBackend
+    from comptrust.backends.hf.backend import HFBackend
 
     plain = _sharp(HFBackend.from_path(str(tiny_llama), batch_size=4))
     int2 = _sharp(HFBackend.from_path(str(tiny_llama), batch_size=4, kv_cache="int2"))
@@ -94,7 +94,7 @@ def test_quantized_cache_changes_generations_and_has_its_own_cache_keys(tiny_lla
     texts = {name: [c.text for c in b.generate(_rows())] for name, b in (("plain", plain), ("int2", int2))}
     assert texts["plain"] != texts["int2"]
     # The quantized cache is really what attention reads: with the quantizer made exact, texts equal the plain ones.
-    import comptrust.backends.kv_quant as kv_quant
+    import comptrust.backends.hf.kv_quant as kv_quant
 
     original = kv_quant.quantize_dequantize
     kv_quant.quantize_dequantize = lambda tensor, spec: tensor

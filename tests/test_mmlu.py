@@ -7,8 +7,8 @@ import json
 
 import pytest
 
+from comptrust.backends.hf.loglik import hf_choice_logprobs
 from comptrust.backends.scripted import ScriptedBackend
-from comptrust.benign.loglik import hf_choice_logprobs
 from comptrust.benign.mmlu import (
     CHOICES,
     SUBJECTS,
@@ -136,7 +136,7 @@ def independent_accuracy(model, tok, questions):
 
 
 def test_accuracy_on_tiny_llama_matches_independent_computation(tiny_llama):
-    from comptrust.backends.hf import HFBackend
+    from comptrust.backends.hf.backend import HFBackend
 
     backend = HFBackend.from_path(tiny_llama, batch_size=3)
     p = MmluPerspective()
@@ -178,7 +178,7 @@ def test_scripted_backend_cannot_do_mmlu():
 
 
 def test_smoke_run_through_runner(tmp_path, tiny_llama):
-    from comptrust.backends.hf import HFBackend
+    from comptrust.backends.hf.backend import HFBackend
     from comptrust.runner import evaluate
 
     backend = HFBackend.from_path(tiny_llama, batch_size=4)
@@ -242,7 +242,7 @@ def test_lm_eval_mmlu_task_on_local_data_gives_the_same_accuracy(tiny_llama, tmp
 def test_mmlu_log_likelihoods_are_cached_so_a_rerun_or_a_killed_run_computes_nothing_twice(tmp_path, tiny_llama,
                                                                                         monkeypatch):
     import comptrust.benign.mmlu as mmlu
-    from comptrust.backends.hf import HFBackend
+    from comptrust.backends.hf.backend import HFBackend
     from comptrust.runner import evaluate
     from comptrust.store import Cache
 
@@ -287,8 +287,8 @@ def _subject_prompts(subjects, per_subject):
 
 def test_shared_demonstrations_are_encoded_once_per_subject_with_the_same_log_probs(tiny_llama, monkeypatch):
     """A subject's header and demonstrations are encoded once, even across chunks; values do not move."""
-    import comptrust.benign.loglik as loglik
-    from comptrust.backends.hf import HFBackend
+    import comptrust.backends.hf.loglik as loglik
+    from comptrust.backends.hf.backend import HFBackend
 
     backend = HFBackend.from_path(tiny_llama, batch_size=3)
     prompts = _subject_prompts(("elementary_mathematics", "world_religions"), 4)

@@ -16,7 +16,7 @@ from comptrust.models import DEMO_ALIAS, resolve_model, weights_fingerprint
 def test_demo_alias_converts_once_and_generates():
     from transformers import AutoTokenizer
 
-    from comptrust.backends.hf import HFBackend
+    from comptrust.backends.hf.backend import HFBackend
     from comptrust.types import GenParams, GenRow
 
     ref = resolve_model(DEMO_ALIAS)

@@ -257,7 +257,7 @@ def test_smoke_suite_end_to_end_with_scripted_backend(tmp_path):
 
 
 def test_tiny_model_end_to_end(tiny_llama, dt_data, tmp_path):
-    from comptrust.backends.hf import HFBackend
+    from comptrust.backends.hf.backend import HFBackend
     from comptrust.runner import evaluate
 
     backend = HFBackend.from_path(tiny_llama)

@@ -10,7 +10,7 @@ from http.server import ThreadingHTTPServer
 import pytest
 
 from comptrust.backends.base import row_seed
-from comptrust.backends.hf import HFBackend
+from comptrust.backends.hf.backend import HFBackend
 from comptrust.backends.openai_api import OpenAIBackend, request_body
 from comptrust.cli import main
 from comptrust.errors import BackendError
@@ -210,7 +210,7 @@ def test_cli_eval_with_openai_backend_uses_the_cache(hf, tmp_path, capsys):
 
 
 def test_mmlu_through_completions_echo_logprobs_equals_the_hf_backend(hf, tmp_path):
-    from comptrust.benign.loglik import hf_choice_logprobs
+    from comptrust.backends.hf.loglik import hf_choice_logprobs
     from comptrust.benign.mmlu import CHOICES, MmluPerspective
     from comptrust.data.source import SmokeSuite
     from comptrust.perspectives.base import EvalOptions

@@ -33,8 +33,8 @@ def test_real_prompts_every_way_same_texts_and_no_step_computes_a_finished_row(t
 
 def test_random_weights_end_at_lengths_drawn_from_real_outputs(tiny_llama, dt_data, tmp_path, capsys):
     """The GPU path (random-weight shapes): prompts from a file, each row ended at a drawn length."""
-    import comptrust.backends.continuous as continuous
-    import comptrust.backends.hf as hf
+    import comptrust.backends.hf.backend as hf
+    import comptrust.backends.hf.continuous as continuous
 
     bench = load_benchmark("scheduling")
     prompts = tmp_path / "prompts.json"

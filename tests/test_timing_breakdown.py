@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from comptrust.backends.hf import HFBackend
+from comptrust.backends.hf.backend import HFBackend
 from comptrust.data.source import SmokeSuite
 from comptrust.perspectives.base import EvalOptions
 from comptrust.runner import evaluate, process_started_at

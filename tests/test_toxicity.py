@@ -232,7 +232,7 @@ def test_end_to_end_on_the_smoke_suite_with_scripted_responses(tmp_path):
 
 @pytest.mark.slow
 def test_end_to_end_on_a_tiny_model(tiny_llama, tmp_path):
-    from comptrust.backends.hf import HFBackend
+    from comptrust.backends.hf.backend import HFBackend
     from comptrust.runner import evaluate
 
     backend = HFBackend.from_path(tiny_llama)

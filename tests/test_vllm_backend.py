@@ -11,7 +11,7 @@ import pytest
 
 from comptrust import api
 from comptrust.backends.base import row_seed
-from comptrust.backends.hf import HFBackend
+from comptrust.backends.hf.backend import HFBackend
 from comptrust.backends.vllm import VLLMBackend, engine_kwargs, sampling_kwargs
 from comptrust.cli import main
 from comptrust.errors import BackendError, ConfigError

@@ -117,7 +117,7 @@ def hf_teacher_force(model: Any, requests: list[ForceRequest], k: int) -> list[F
 
     import torch
 
-    from comptrust.backends.cpu_attention import cpu_attention
+    from comptrust.backends.hf.cpu_attention import cpu_attention
 
     keeps = "logits_to_keep" in inspect.signature(model.forward).parameters
     device = next(model.parameters()).device

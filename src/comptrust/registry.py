@@ -29,7 +29,7 @@ TRUST_PERSPECTIVES = ("toxicity", "stereotype", "adv_glue", "ood", "adv_demonstr
                       "privacy", "machine_ethics", "fairness")
 
 BACKENDS: dict[str, str] = {
-    "hf": "comptrust.backends.hf:HFBackend",
+    "hf": "comptrust.backends.hf.backend:HFBackend",
     "scripted": "comptrust.backends.scripted:ScriptedBackend",
     "vllm": "comptrust.backends.vllm:VLLMBackend",
     "openai": "comptrust.backends.openai_api:OpenAIBackend",

@@ -13,7 +13,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from comptrust.types import Completion, GenRow
 
-KV_CACHE_CHOICES = ("int4", "int2")  # --kv-cache: the quantized KV cache while generating (backends/kv_quant.py)
+KV_CACHE_CHOICES = ("int4", "int2")  # --kv-cache: the quantized KV cache while generating (backends/hf/kv_quant.py)
 
 
 def kv_label(kv_cache: str | None) -> str:
@@ -53,6 +53,21 @@ class LoglikelihoodBackend(Protocol):
     """
 
     def choice_logprobs(self, prompts: list[str], choices: list[str]) -> list[list[float]]: ...
+
+
+def encode_pair(tokenizer: Any, context: str, continuation: str) -> tuple[list[int], list[int]]:
+    """``(context_tokens, continuation_tokens)`` as lm-eval's causal ``_encode_pair``.
+
+    Every log-likelihood backend (hf, llamacpp, vllm) splits a request this way, so their MMLU numbers
+    agree with lm-eval and with each other.
+    """
+    n_spaces = len(context) - len(context.rstrip())
+    if n_spaces:
+        continuation = context[-n_spaces:] + continuation
+        context = context[:-n_spaces]
+    whole = tokenizer.encode(context + continuation)
+    ctx = tokenizer.encode(context)
+    return whole[: len(ctx)], whole[len(ctx):]
 
 
 def row_seed(run_seed: int, sample_id: str, prompt_hash: str, sample_index: int) -> int:

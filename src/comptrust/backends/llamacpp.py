@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from comptrust.backends.base import OnResult
+from comptrust.backends.base import OnResult, encode_pair
 from comptrust.backends.sampling import SAMPLER, RowSampler
 from comptrust.chat import choose_template, prompt_token_ids, render
 from comptrust.errors import BackendError, ConfigError
@@ -137,7 +137,6 @@ class LlamaCppBackend:
 
     def choice_logprobs(self, prompts: list[str], choices: list[str]) -> list[list[float]]:
         """``LoglikelihoodBackend`` with llama.cpp's logits, lm-eval's tokenization (benign MMLU)."""
-        from comptrust.benign.loglik import encode_pair
 
         if not prompts:
             return []

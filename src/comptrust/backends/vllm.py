@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from comptrust.backends.base import OnResult
+from comptrust.backends.base import OnResult, encode_pair
 from comptrust.chat import choose_template, prompt_token_ids, render
 from comptrust.errors import BackendError, ConfigError
 from comptrust.models import ModelRef, resolve_model, weights_fingerprint
@@ -147,7 +147,6 @@ class VLLMBackend:
     def choice_logprobs(self, prompts: list[str], choices: list[str]) -> list[list[float]]:
         """``LoglikelihoodBackend`` via vLLM prompt log-probabilities (lm-eval's token split)."""
         vllm = import_vllm()
-        from comptrust.benign.loglik import encode_pair
 
         requests, spans = [], []
         for prompt in prompts:

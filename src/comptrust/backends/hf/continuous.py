@@ -28,8 +28,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from comptrust.backends.cpu_attention import kv_cache_dtype
-from comptrust.backends.kv_cache import ReservedCache, SlotCache, sliding_window
+from comptrust.backends.hf.cpu_attention import kv_cache_dtype
+from comptrust.backends.hf.slot_cache import ReservedCache, SlotCache, sliding_window
 from comptrust.backends.sampling import next_tokens, seed_tensor
 
 

@@ -18,22 +18,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from comptrust.backends.cpu_attention import cpu_attention
+from comptrust.backends.base import encode_pair
+from comptrust.backends.hf.cpu_attention import cpu_attention
 from comptrust.errors import BackendError
 
 MIN_SHARED_PREFIX = 16  # shorter common prefixes are not worth a separate forward pass
 REUSE_SLACK = 32  # tokens of a new prefix worth re-encoding per input rather than encoding it again once
-
-
-def encode_pair(tokenizer: Any, context: str, continuation: str) -> tuple[list[int], list[int]]:
-    """``(context_tokens, continuation_tokens)`` as lm-eval's causal ``_encode_pair``."""
-    n_spaces = len(context) - len(context.rstrip())
-    if n_spaces:
-        continuation = context[-n_spaces:] + continuation
-        context = context[:-n_spaces]
-    whole = tokenizer.encode(context + continuation)
-    ctx = tokenizer.encode(context)
-    return whole[: len(ctx)], whole[len(ctx):]
 
 
 def _max_length(model: Any, tokenizer: Any) -> int:
@@ -49,7 +39,7 @@ def hf_choice_logprobs(model: Any, tokenizer: Any, prompts: list[str], choices: 
                        batch_size: int = 8, prefixes: dict[tuple[int, ...], Any] | None = None) -> list[list[float]]:
     """``log p(choice | prompt)`` for every prompt and choice (summed over the choice's tokens).
 
-    Inputs are grouped by shared prefix (:func:`comptrust.backends.continuous.shared_prefix_groups`),
+    Inputs are grouped by shared prefix (:func:`comptrust.backends.hf.continuous.shared_prefix_groups`),
     right-padded (positions of real tokens do not change), sorted by length so a batch wastes
     little padding, and only the logits at scored positions are turned into log-probabilities (in
     float32).  ``prefixes`` keeps encoded prefixes between calls (MMLU asks in chunks of questions;
@@ -104,7 +94,7 @@ def _prefix_groups(keys: list[tuple[int, ...]], wanted: dict[int, list[list[int]
 
     A prefix never reaches a scored position (each input keeps its longest continuation after it).
     """
-    from comptrust.backends.continuous import shared_prefix_groups
+    from comptrust.backends.hf.continuous import shared_prefix_groups
 
     groups, alone = [], []
     for members, shared in shared_prefix_groups(keys, MIN_SHARED_PREFIX):
@@ -127,8 +117,8 @@ def _encode_prefix(model: Any, tokens: tuple[int, ...], prefixes: dict[tuple[int
     """
     import torch
 
-    from comptrust.backends.continuous import common_length
-    from comptrust.backends.kv_cache import ReservedCache
+    from comptrust.backends.hf.continuous import common_length
+    from comptrust.backends.hf.slot_cache import ReservedCache
 
     for stored, cache in (prefixes or {}).items():
         common = common_length(stored, tokens, leave=0)
@@ -158,7 +148,7 @@ def _score_batch(model: Any, tokenizer: Any, keys: list[tuple[int, ...]], wanted
     """One forward over ``keys`` (minus their ``shared`` prefix, whose cache is ``prefix``); ``put`` each score."""
     import torch
 
-    from comptrust.backends.kv_cache import ReservedCache
+    from comptrust.backends.hf.slot_cache import ReservedCache
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     device = next(model.parameters()).device

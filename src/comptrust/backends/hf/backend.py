@@ -2,7 +2,7 @@
 
 Why not one prompt at a time (as the reference implementation does)?  Batching
 is the single largest speed-up available on any hardware.  Why continuous
-batching (``backends/continuous.py``) rather than static batches?  With EOS on,
+batching (``backends/hf/continuous.py``) rather than static batches?  With EOS on,
 answers end at very different lengths; a static batch computes its finished rows
 until the longest ends, while here a finished row leaves at once and a waiting
 row takes its slot.  Static batches (``scheduler="static"``: length buckets, left
@@ -25,13 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from comptrust.backends.base import OnResult
-from comptrust.backends.continuous import ContinuousBatcher, Request, SchedulerStats
-from comptrust.backends.cpu_attention import cpu_attention, kv_cache_dtype
-from comptrust.backends.kv_cache import reserved_cache, slot_compatible
-from comptrust.backends.kv_quant import parse_kv_cache, quantized_cache
+from comptrust.backends.hf.continuous import ContinuousBatcher, Request, SchedulerStats
+from comptrust.backends.hf.cpu_attention import cpu_attention, kv_cache_dtype
+from comptrust.backends.hf.kv_quant import parse_kv_cache, quantized_cache
+from comptrust.backends.hf.quantized_forward import describe_activation_quantization, prepare_quantized_forward
+from comptrust.backends.hf.slot_cache import reserved_cache, slot_compatible
 from comptrust.backends.sampling import SAMPLER, RowSampler
 from comptrust.chat import choose_template, prompt_token_ids, render
-from comptrust.compression.activations import describe_activation_quantization, prepare_quantized_forward
 from comptrust.errors import BackendError, ConfigError
 from comptrust.models import ModelRef, load_causal_lm, quiet_transformers, resolve_model, weights_fingerprint
 from comptrust.types import Completion, GenRow
@@ -124,7 +124,7 @@ class HFBackend:
 
         ``scheduler``: "continuous" (the default, where the model allows it) or "static" batches; both
         give the same texts (tested), so it is not part of the fingerprint.  ``kv_cache`` ("int4"/"int2"):
-        a quantized KV cache (backends/kv_quant.py), which runs static batches.
+        a quantized KV cache (backends/hf/kv_quant.py), which runs static batches.
         """
         chat_template, self.chat_template_warning = choose_template(chat_template, tokenizer)  # raw if none
         if scheduler not in SCHEDULERS:
@@ -343,7 +343,7 @@ class HFBackend:
         """``LoglikelihoodBackend``: log p(choice | raw prompt), lm-eval conventions (benign MMLU)."""
         import torch
 
-        from comptrust.benign.loglik import hf_choice_logprobs
+        from comptrust.backends.hf.loglik import hf_choice_logprobs
 
         batch = self.requested_batch_size or CPU_DEFAULT_BATCH
         while True:
@@ -436,7 +436,7 @@ class HFBackend:
     def _new_cache(self, capacity: int) -> Any:
         """An empty KV cache reserved for ``capacity`` positions per row (None: transformers' default).
 
-        With ``--kv-cache`` this is where new keys and values get quantized (backends/kv_quant.py).
+        With ``--kv-cache`` this is where new keys and values get quantized (backends/hf/kv_quant.py).
         """
         if self.kv_quant is not None:
             return quantized_cache(self.model.config, self.kv_quant)

@@ -23,12 +23,12 @@ $(STAMP): pyproject.toml
 # llama.cpp for GGUF (docs/compression.md): llama-cpp-python compiles it from source (~24 CPU-minutes,
 # about 13 min on 2 idle cores) for this CPU's instruction sets without llama.cpp's AMX kernels, which
 # crash on Xeon 6; the wheel is cached per CPU in ~/.cache/comptrust/llama-cpp-wheels, so a rebuild on
-# the same machine is instant (src/comptrust/llama_cpp_build.py says why not pip's cache).  Its sdist
+# the same machine is instant (tools/llama_cpp_build.py says why not pip's cache).  Its sdist
 # also carries llama.cpp's converter, which the wheel lacks: extracted into the venv with the gguf-py
 # it was written against.
 LLAMA_CPP := $$(sed -n 's/^llama-cpp-package = "\(.*\)"/\1/p' pyproject.toml)
 llama-cpp:
-	$(BIN)/python -m comptrust.llama_cpp_build $(LLAMA_CPP)
+	$(BIN)/python tools/llama_cpp_build.py $(LLAMA_CPP)
 	rm -rf $(VENV)/share/comptrust/llama.cpp $(VENV)/share/comptrust/sdist
 	mkdir -p $(VENV)/share/comptrust/llama.cpp $(VENV)/share/comptrust/sdist
 	$(BIN)/pip download --quiet --no-deps --no-binary :all: -d $(VENV)/share/comptrust/sdist $(LLAMA_CPP)
@@ -44,7 +44,7 @@ test: install
 	$(BIN)/python -m pytest -q --durations=25
 
 lint: install
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks tools
 
 bench: install
 	$(BIN)/python benchmarks/generation.py

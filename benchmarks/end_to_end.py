@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def compare(args: argparse.Namespace) -> int:
-    from comptrust.paths import comptrust_home
+    from comptrust.store.paths import comptrust_home
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from scheduling import machine

@@ -80,7 +80,7 @@ def file_checks(repeat: int) -> None:
 
 
 def cache_writes(rows: int, repeat: int) -> None:
-    from comptrust.store import Cache
+    from comptrust.store.cache import Cache
 
     text = "I disagree with this statement. " * 8
 
@@ -107,8 +107,8 @@ def cache_writes(rows: int, repeat: int) -> None:
 
 
 def cache_repair(rows: int) -> None:
-    from comptrust.cache_repair import check_cache, recover_cache
-    from comptrust.store import Cache
+    from comptrust.store.cache import Cache
+    from comptrust.store.repair import check_cache, recover_cache
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "cache.sqlite"
@@ -142,7 +142,8 @@ def cache_repair(rows: int) -> None:
 
 
 def staged_writes(repeat: int) -> None:
-    from comptrust.store import RunDir, atomic_write_json, atomic_write_jsonl
+    from comptrust.store.files import atomic_write_json, atomic_write_jsonl
+    from comptrust.store.runs import RunDir
 
     rows = [{"sample": {"id": f"s{i}", "messages": [{"role": "user", "content": "x" * 400}]},
              "responses": ["I agree."] * 5, "outcome": {"agree": True}} for i in range(1000)]

@@ -3,7 +3,7 @@
 Generates the same stereotype prompts with SmolLM2-135M-Instruct (greedy, fixed number of new
 tokens) at each thread count, in interleaved rounds (1, 2, ..., then reversed) so a change in
 the machine's load hits every count alike, and prints tokens/s per count and the ratio to the
-count comptrust would choose by default (comptrust.threads.choose_threads).
+count comptrust would choose by default (comptrust.runtime.threads.choose_threads).
 
     .venv/bin/python benchmarks/threads.py [--threads 1,2] [--rounds 2] [--prompts 8] [--max-new-tokens 32]
 """
@@ -20,7 +20,7 @@ import torch
 from generation import make_rows
 
 from comptrust.backends.hf.backend import HFBackend
-from comptrust.threads import choose_threads
+from comptrust.runtime.threads import choose_threads
 
 
 def run_once(backend: HFBackend, rows: list, threads: int) -> float:

@@ -9,14 +9,19 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-def load_benchmark(name: str):
-    """``benchmarks/<name>.py`` as a module (benchmarks are scripts, not a package)."""
+def load_script(folder: str, name: str):
+    """``<folder>/<name>.py`` as a module (benchmarks/ and tools/ hold scripts, not packages)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location(f"{name}_benchmark", REPO / "benchmarks" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"{name}_{folder}", REPO / folder / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def load_benchmark(name: str):
+    """``benchmarks/<name>.py`` as a module."""
+    return load_script("benchmarks", name)
 SHARED = REPO.parent / "shared"
 DT_DATA = SHARED / "data" / "decodingtrust"
 MMLU_DATA = SHARED / "data" / "mmlu" / "mmlu_test.jsonl"

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from comptrust.allocator import MMAP_THRESHOLD, TRIM_THRESHOLD, user_choice
+from comptrust.runtime.allocator import MMAP_THRESHOLD, TRIM_THRESHOLD, user_choice
 
 
 @pytest.mark.parametrize(("environ", "reason"), [
@@ -34,7 +34,7 @@ def _apply_in_fresh_process(extra_env: dict[str, str]) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
     env.pop("COMPTRUST_KEEP_FREED_MEMORY", None)
     env.update(extra_env)
-    code = ("import json; from comptrust.allocator import keep_freed_memory, allocator_info;"
+    code = ("import json; from comptrust.runtime.allocator import keep_freed_memory, allocator_info;"
             "first = keep_freed_memory(); second = keep_freed_memory();"
             "print(json.dumps([first, second, allocator_info()]))")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from comptrust.cache_repair import check_cache, recover_cache
 from comptrust.cli import main
 from comptrust.errors import ConfigError, DataError
-from comptrust.store import CACHE_APPLICATION_ID, Cache
+from comptrust.store.cache import CACHE_APPLICATION_ID, Cache
+from comptrust.store.repair import check_cache, recover_cache
 
 ROWS = 3000
 PAGE = 4096
@@ -183,7 +183,7 @@ def test_two_connections_store_one_text_per_key(tmp_path):
 WRITER = """
 import itertools, sys
 from pathlib import Path
-from comptrust.store import Cache
+from comptrust.store.cache import Cache
 
 cache = Cache(Path(sys.argv[1]))
 tag = sys.argv[2]

@@ -12,7 +12,7 @@ import pytest
 from comptrust.cli import main
 from comptrust.errors import ConfigError
 from comptrust.progress import Progress, route_library_bars
-from comptrust.threads import cgroup_cpu_limit, choose_threads, cpu_ticks, physical_cores
+from comptrust.runtime.threads import cgroup_cpu_limit, choose_threads, cpu_ticks, physical_cores
 from conftest import REPO
 
 
@@ -121,26 +121,26 @@ def test_nothing_to_evaluate_is_a_one_line_error(tiny_llama, capsys):
 
 
 def test_thread_count_precedence(monkeypatch):
-    monkeypatch.setattr("comptrust.threads.physical_cores", lambda cpus=None: 8)
-    monkeypatch.setattr("comptrust.threads.cgroup_cpu_limit", lambda: None)
-    monkeypatch.setattr("comptrust.threads.busy_cores", lambda: 0.3)
+    monkeypatch.setattr("comptrust.runtime.threads.physical_cores", lambda cpus=None: 8)
+    monkeypatch.setattr("comptrust.runtime.threads.cgroup_cpu_limit", lambda: None)
+    monkeypatch.setattr("comptrust.runtime.threads.busy_cores", lambda: 0.3)
     assert choose_threads(3, {"OMP_NUM_THREADS": "6"}) == (3, "--threads")
     assert choose_threads(None, {"OMP_NUM_THREADS": "6"}) == (6, "OMP_NUM_THREADS")
     assert choose_threads(None, {"OMP_NUM_THREADS": "4,2"}) == (4, "OMP_NUM_THREADS")  # nested OpenMP list
     assert choose_threads(None, {}) == (8, "physical cores")  # an idle machine: every physical core
-    monkeypatch.setattr("comptrust.threads.busy_cores", lambda: 2.6)
+    monkeypatch.setattr("comptrust.runtime.threads.busy_cores", lambda: 2.6)
     assert choose_threads(None, {}) == (5, "physical cores (8) less the cores other jobs keep busy (2.6)")
-    monkeypatch.setattr("comptrust.threads.busy_cores", lambda: 14.5)  # a shared box, busy with other jobs
+    monkeypatch.setattr("comptrust.runtime.threads.busy_cores", lambda: 14.5)  # a shared box, busy with other jobs
     assert choose_threads(None, {}) == (1, "physical cores (8) less the cores other jobs keep busy (14.5)")
     # Where /proc/stat is missing (macOS), the load average stands in.
-    monkeypatch.setattr("comptrust.threads.busy_cores", lambda: None)
-    monkeypatch.setattr("comptrust.threads.load_average", lambda: 2.6)
+    monkeypatch.setattr("comptrust.runtime.threads.busy_cores", lambda: None)
+    monkeypatch.setattr("comptrust.runtime.threads.load_average", lambda: 2.6)
     assert choose_threads(None, {}) == (5, "physical cores (8) less the load average (2.6)")
-    monkeypatch.setattr("comptrust.threads.load_average", lambda: None)
-    monkeypatch.setattr("comptrust.threads.cgroup_cpu_limit", lambda: 2)
+    monkeypatch.setattr("comptrust.runtime.threads.load_average", lambda: None)
+    monkeypatch.setattr("comptrust.runtime.threads.cgroup_cpu_limit", lambda: 2)
     assert choose_threads(None, {}) == (2, "cgroup CPU quota")
     # A quota caps the count; other jobs on the rest of the host's cores do not lower it further.
-    monkeypatch.setattr("comptrust.threads.busy_cores", lambda: 5.0)
+    monkeypatch.setattr("comptrust.runtime.threads.busy_cores", lambda: 5.0)
     assert choose_threads(None, {}) == (2, "cgroup CPU quota")
     with pytest.raises(ConfigError, match="--threads must be at least 1"):
         choose_threads(0, {})
@@ -214,7 +214,7 @@ def test_cpu_ticks_reads_only_this_processes_cpus(tmp_path):
 
 def test_busy_cores_counts_other_jobs_not_this_process(monkeypatch):
     """Ticks of a 2-CPU machine over one second: 1.5 CPUs busy, of which this process used 0.5."""
-    import comptrust.threads as threads
+    import comptrust.runtime.threads as threads
 
     clock = iter([100.0, 101.0, 101.0])
     ticks = iter([(1000, 4000), (1150, 4200)])  # 150 of 200 ticks busy: 1.5 CPUs
@@ -234,7 +234,7 @@ def test_busy_cores_sees_another_process_burning_a_cpu():
     import subprocess
     import sys
 
-    import comptrust.threads as threads
+    import comptrust.runtime.threads as threads
 
     if threads.cpu_ticks(threads._my_cpus()) is None:
         pytest.skip("no /proc/stat on this OS")

@@ -251,7 +251,7 @@ def test_a_conversion_killed_half_way_leaves_nothing_taken_as_converted(base, tm
 
     from comptrust.compression import dequantize
     from comptrust.models import resolve_model
-    from comptrust.paths import models_dir
+    from comptrust.store.paths import models_dir
 
     folder = tmp_path / "someone-gptq"
     expected = write_packed(base, folder, "gptq", 4)

@@ -21,7 +21,7 @@ from comptrust.compression.pipeline import _reusable, artifact_key
 from comptrust.data.source import SmokeSuite
 from comptrust.perspectives.base import EvalOptions
 from comptrust.runner import evaluate
-from comptrust.store import RunDir
+from comptrust.store.runs import RunDir
 
 KILL = "import os, signal\ndef die(*a, **k):\n    os.kill(os.getpid(), signal.SIGKILL)\n"
 
@@ -36,9 +36,9 @@ COMPRESS_KILLS = {
     # every file but the manifest written
     "before-manifest": "import comptrust.compression.pipeline as p\np.write_manifest = die\n",
     # complete in the staging folder, not yet renamed into place
-    "before-rename": "import comptrust.store as s\ns.publish_dir = die\n",
+    "before-rename": "import comptrust.store.files as s\ns.publish_dir = die\n",
     # replacing an older artifact: the old one renamed aside, the new one not yet in place
-    "between-renames": "import comptrust.store as s\nreal = os.replace\n"
+    "between-renames": "import comptrust.store.files as s\nreal = os.replace\n"
                        "def replace(src, dst):\n    if '.partial-' in os.path.basename(src):\n        die()\n"
                        "    real(src, dst)\ns.os.replace = replace\n",
 }
@@ -81,7 +81,7 @@ def test_compress_killed_while_removing_the_replaced_artifact(tiny_llama, tmp_pa
     """Killed after the new artifact is in place: it is complete, and reused; the old copy is cleaned up."""
     out = tmp_path / "artifact"
     compress_model(tiny_llama, "magnitude", out, sparsity=0.3)
-    hook = "import comptrust.store as s\ns.shutil.rmtree = die\n"
+    hook = "import comptrust.store.files as s\ns.shutil.rmtree = die\n"
     call = (f"from comptrust.compression import compress_model\n"
             f"compress_model({str(tiny_llama)!r}, 'magnitude', {str(out)!r}, sparsity=0.5, force=True)\n")
     _run_killed(hook, call, _env(isolated_home))
@@ -151,10 +151,10 @@ def test_report_killed_half_way_keeps_the_previous_report_whole(tmp_path, isolat
 def test_a_perspective_rewrite_killed_half_way_keeps_the_old_files_together(tmp_path, isolated_home):
     run = RunDir(tmp_path / "run").prepare()
     run.write_perspective("stereotype", [{"v": 1}], [{"v": 1}], {"v": 1})
-    hook = ("import comptrust.store as s\nreal = s.atomic_write_json\n"
+    hook = ("import comptrust.store.runs as s\nreal = s.atomic_write_json\n"
             "def dies(path, obj):\n    if path.name == 'result.json':\n        die()\n    real(path, obj)\n"
             "s.atomic_write_json = dies\n")
-    call = (f"from comptrust.store import RunDir\n"
+    call = (f"from comptrust.store.runs import RunDir\n"
             f"RunDir(__import__('pathlib').Path({str(run.root)!r})).write_perspective("
             f"'stereotype', [{{'v': 2}}], [{{'v': 2}}], {{'v': 2}})\n")
     _run_killed(hook, call, _env(isolated_home))
@@ -200,7 +200,7 @@ def _eval_cmd(model: Path, perspective: str, out: Path) -> list[str]:
 def test_evaluations_sharing_one_cache_at_once_match_separate_runs(tiny_llama, tmp_path):
     from comptrust.api import evaluate as api_evaluate
     from comptrust.api import load_model
-    from comptrust.store import Cache
+    from comptrust.store.cache import Cache
 
     shared = _env(tmp_path / "shared-home")
     jobs = {"a": "stereotype", "b": "stereotype", "c": "fairness"}  # the same perspective twice, and another

@@ -6,7 +6,9 @@ import subprocess
 
 import pytest
 
-from comptrust import llama_cpp_build as build
+from conftest import load_script
+
+build = load_script("tools", "llama_cpp_build")
 
 XEON6 = ("processor\t: 0\nvendor_id\t: GenuineIntel\nflags\t\t: fpu sse sse2 ssse3 fma sse4_1 sse4_2 avx f16c bmi1 "
          "avx2 bmi2 avx512f avx512dq avx512cd avx512bw avx512vl avx_vnni avx512_bf16 avx512vbmi avx512_vnni "

@@ -244,7 +244,7 @@ def test_mmlu_log_likelihoods_are_cached_so_a_rerun_or_a_killed_run_computes_not
     import comptrust.benign.mmlu as mmlu
     from comptrust.backends.hf.backend import HFBackend
     from comptrust.runner import evaluate
-    from comptrust.store import Cache
+    from comptrust.store.cache import Cache
 
     backend = HFBackend.from_path(tiny_llama, batch_size=4)
     calls = []

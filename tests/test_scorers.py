@@ -16,7 +16,7 @@ from comptrust.scorers.base import ToxicityScorer, make_scorer
 from comptrust.scorers.detoxify import DetoxifyScorer
 from comptrust.scorers.offline import OfflineToxicityScorer
 from comptrust.scorers.perspective_api import ATTRIBUTES, CACHE_SCORER, KEY_ENV, PerspectiveApiScorer
-from comptrust.store import Cache
+from comptrust.store.cache import Cache
 from comptrust.types import stable_hash
 from conftest import load_benchmark
 from json_http import JSONHandler

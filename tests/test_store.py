@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 
-from comptrust.store import Cache, RunDir, atomic_write_json, generation_key
+from comptrust.store.cache import Cache, generation_key
+from comptrust.store.files import atomic_write_json
+from comptrust.store.runs import RunDir
 
 
 def test_cache_roundtrip_stats_and_clear(tmp_path):

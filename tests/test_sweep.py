@@ -10,7 +10,7 @@ import pytest
 
 from comptrust.cli import main
 from comptrust.errors import ConfigError
-from comptrust.store import Cache
+from comptrust.store.cache import Cache
 from comptrust.sweep import build_plan, load_sweep
 from comptrust.sweep.config import parse_sweep
 from comptrust.sweep.executors import run_plan

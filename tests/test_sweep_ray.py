@@ -10,7 +10,7 @@ import shutil
 
 import pytest
 
-from comptrust.store import Cache
+from comptrust.store.cache import Cache
 from comptrust.sweep import build_plan, load_sweep
 from comptrust.sweep.executors import run_plan
 from comptrust.sweep.jobs import SweepState

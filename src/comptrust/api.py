@@ -15,7 +15,8 @@ from comptrust.backends.base import Backend
 from comptrust.data.source import open_source
 from comptrust.errors import ConfigError
 from comptrust.perspectives.base import DEFAULT_PROFILE, EvalOptions
-from comptrust.store import Cache, RunDir
+from comptrust.store.cache import Cache
+from comptrust.store.runs import RunDir
 
 
 def load_model(spec: str, backend: str = "hf", batch_size: int | None = None, chat_template: str | None = None,

@@ -55,7 +55,7 @@ def quiet_libraries() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from comptrust.threads import start_busy_sample
+    from comptrust.runtime.threads import start_busy_sample
 
     start_busy_sample()  # the imports below fill the window in which other jobs' CPU use is measured
     quiet_libraries()
@@ -63,8 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if hasattr(args, "threads"):  # commands that compute with torch declare --threads
-            from comptrust.allocator import keep_freed_memory
-            from comptrust.threads import apply_threads
+            from comptrust.runtime.allocator import keep_freed_memory
+            from comptrust.runtime.threads import apply_threads
 
             apply_threads(args.threads)
             keep_freed_memory()

@@ -246,7 +246,7 @@ class DivergencePlan:
     def after_perspective(self, backend: Any, name: str, scored: Sequence[Any], folder: Path,
                           model_info: dict[str, Any]) -> dict[str, Any] | None:
         """Write this perspective's reference and/or comparison; what it cost (for the summary)."""
-        from comptrust.store import atomic_write_json
+        from comptrust.store.files import atomic_write_json
 
         out: dict[str, Any] = {}
         if self.reference:

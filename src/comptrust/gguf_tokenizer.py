@@ -99,8 +99,8 @@ def gguf_hf_tokenizer(gguf: Path) -> Any | None:
 
     from transformers import AutoTokenizer
 
-    from comptrust.paths import models_dir
-    from comptrust.store import building
+    from comptrust.store.files import building
+    from comptrust.store.paths import models_dir
 
     if not needs_rebuild(gguf):
         return None

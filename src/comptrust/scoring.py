@@ -22,7 +22,7 @@ from comptrust.errors import ComptrustError, DataError
 from comptrust.perspectives.base import EvalOptions, check_profile
 from comptrust.registry import PERSPECTIVES, get_perspective
 from comptrust.runner import score_samples
-from comptrust.store import Cache
+from comptrust.store.cache import Cache
 from comptrust.types import PerspectiveResult
 
 REQUIRED = ("perspective", "scenario", "record", "responses")

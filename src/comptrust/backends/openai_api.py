@@ -22,8 +22,7 @@ from typing import Any
 
 from comptrust.backends.base import OnResult
 from comptrust.chat import collapse
-from comptrust.errors import BackendError, ConfigError
-from comptrust.http_errors import error_message, retry_after_seconds
+from comptrust.errors import BackendError, ConfigError, error_message, retry_after_seconds
 from comptrust.types import Completion, GenRow, Message, stable_hash
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"

@@ -122,7 +122,7 @@ def hub_rows(revision: str = HUB_REVISION) -> tuple[list[dict[str, Any]], dict[s
     import pyarrow.parquet as pq
     from huggingface_hub import hf_hub_download
 
-    from comptrust.paths import comptrust_home
+    from comptrust.store.paths import comptrust_home
 
     rows: list[dict[str, Any]] = []
     resolved = None

@@ -20,7 +20,7 @@ def common_parser() -> argparse.ArgumentParser:
 
 
 def add_threads(parser: argparse.ArgumentParser) -> None:
-    """``--threads``: the CLI applies it (comptrust.threads) before the command runs."""
+    """``--threads``: the CLI applies it (comptrust.runtime.threads) before the command runs."""
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for torch (default: $OMP_NUM_THREADS, else the physical cores "
                              "this process may use less those other jobs keep busy); recorded in the run")

@@ -35,7 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_stats(args: argparse.Namespace) -> int:
-    from comptrust.store import Cache
+    from comptrust.store.cache import Cache
 
     cache = Cache()
     stats = cache.stats()
@@ -53,7 +53,7 @@ def run_stats(args: argparse.Namespace) -> int:
 
 
 def run_clear(args: argparse.Namespace) -> int:
-    from comptrust.store import Cache
+    from comptrust.store.cache import Cache
 
     cache = Cache()
     n = cache.clear(model=args.model, perspective=args.perspective)
@@ -64,8 +64,8 @@ def run_clear(args: argparse.Namespace) -> int:
 
 def run_check(args: argparse.Namespace) -> int:
     """Exit 0 when the cache is healthy (or absent), 1 when it is damaged, foreign or not a database."""
-    from comptrust.cache_repair import check_cache
-    from comptrust.paths import cache_db_path
+    from comptrust.store.paths import cache_db_path
+    from comptrust.store.repair import check_cache
 
     result = check_cache(cache_db_path())
     if args.json or args.quiet:
@@ -93,8 +93,8 @@ def run_check(args: argparse.Namespace) -> int:
 
 
 def run_recover(args: argparse.Namespace) -> int:
-    from comptrust.cache_repair import check_cache, recover_cache
-    from comptrust.paths import cache_db_path
+    from comptrust.store.paths import cache_db_path
+    from comptrust.store.repair import check_cache, recover_cache
 
     path = cache_db_path()
     if not args.to and check_cache(path).verdict == "ok":

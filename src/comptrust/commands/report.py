@@ -54,7 +54,7 @@ def write_report_whole(run_dirs: list[Path], out: Path, **options: Any) -> dict[
     """``write_report`` into a staging folder, moved into ``out`` when complete: a report killed
     half way leaves the previous one whole, never new figures beside an old report.html."""
     from comptrust.report.build import write_report
-    from comptrust.store import staged_entries
+    from comptrust.store.files import staged_entries
 
     with staged_entries(out) as staged:
         paths = write_report(run_dirs, staged, **options)

@@ -28,8 +28,8 @@ from comptrust.compression.base import (
 from comptrust.compression.config import CompressionConfig, make_config
 from comptrust.compression.methods import compressor_class, family_of
 from comptrust.errors import ConfigError, DataError, ModelError
-from comptrust.paths import comptrust_home
-from comptrust.store import building, exclusive, remove_leftovers
+from comptrust.store.files import building, exclusive, remove_leftovers
+from comptrust.store.paths import comptrust_home
 from comptrust.types import stable_hash
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",

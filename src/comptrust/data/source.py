@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from comptrust.data.records import located
 from comptrust.errors import DataError
-from comptrust.paths import comptrust_home
+from comptrust.store.paths import comptrust_home
 
 HUB_DATASET = "AI-Secure/DecodingTrust"
 # The pinned commit of the hub dataset: the newest "main" visible in its public history

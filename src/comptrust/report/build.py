@@ -19,7 +19,7 @@ from comptrust.report.flips import flip_section, flips_json
 from comptrust.report.html import build_context, render_html, render_markdown
 from comptrust.report.paper import CITATION, compare
 from comptrust.report.runs import MEASURES
-from comptrust.store import atomic_write_json, atomic_write_text
+from comptrust.store.files import atomic_write_json, atomic_write_text
 
 
 def _csv(table: Table) -> str:

@@ -19,7 +19,7 @@ from comptrust.compression.methods import compressor_class, methods
 from comptrust.errors import ConfigError, DataError
 from comptrust.noise import Perturbation
 from comptrust.registry import TRUST_PERSPECTIVES
-from comptrust.store import RunDir
+from comptrust.store.runs import RunDir
 from comptrust.types import ScoredSample, stable_hash
 
 MEASURES: tuple[str, ...] = (*TRUST_PERSPECTIVES, "mmlu")

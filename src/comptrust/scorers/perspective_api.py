@@ -26,8 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from comptrust.errors import BackendError, ConfigError
-from comptrust.http_errors import error_message, retry_after_seconds
+from comptrust.errors import BackendError, ConfigError, error_message, retry_after_seconds
 from comptrust.types import stable_hash
 
 KEY_ENV = "COMPTRUST_PERSPECTIVE_API_KEY"

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from comptrust.errors import BackendError, ComptrustError, ConfigError
-from comptrust.store import Cache
+from comptrust.store.cache import Cache
 from comptrust.sweep.jobs import (
     SweepState,
     backend_settings,

@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from comptrust.backends.base import Backend
-from comptrust.store import Cache, RunDir, atomic_write_json
+from comptrust.store.cache import Cache
+from comptrust.store.files import atomic_write_json
+from comptrust.store.runs import RunDir
 from comptrust.sweep.plan import Artifact, Job, Plan
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from comptrust.backends.base import row_seed
 from comptrust.errors import BackendError
-from comptrust.store import completion_key, loglik_key
+from comptrust.store.cache import completion_key, loglik_key
 from comptrust.types import GenRow, Sample, stable_hash
 
 _LOADED: dict[str, Any] = {}

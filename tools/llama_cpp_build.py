@@ -14,7 +14,7 @@ Why not pip's default (``-march=native``, wheel cached by pip)?  Two ways to die
   machines with other CPUs (a cluster, a CI cache) hands one machine's native build to another.
   The wheel is cached here under a key of the package, the CMake arguments and the CPU's flags.
 
-``python -m comptrust.llama_cpp_build PACKAGE`` (what ``make llama-cpp`` runs) builds or reuses
+``python tools/llama_cpp_build.py PACKAGE`` (what ``make llama-cpp`` runs) builds or reuses
 the wheel and installs it into the running interpreter's environment.
 """
 
@@ -111,7 +111,7 @@ def build_and_install(package: str) -> Path:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        print("usage: python -m comptrust.llama_cpp_build PACKAGE (e.g. llama-cpp-python==0.3.36)", file=sys.stderr)
+        print("usage: python tools/llama_cpp_build.py PACKAGE (e.g. llama-cpp-python==0.3.36)", file=sys.stderr)
         return 2
     try:
         build_and_install(argv[0])

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from comptrust.errors import DataError
-from comptrust.store import CACHE_COLUMNS, Cache, foreign_reason, truncation_problem
+from comptrust.store.cache import CACHE_COLUMNS, Cache, foreign_reason, truncation_problem
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 SCAN_CHUNK = 256  # rowids per range query while salvaging

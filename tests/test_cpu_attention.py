@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AttentionInterface, AutoModelForCausalLM
 
-from comptrust.backends import cpu_attention as module
+from comptrust.backends.hf import cpu_attention as module
 from comptrust.backends.hf.cpu_attention import NAME, cpu_attention
 
 

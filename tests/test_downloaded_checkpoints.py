@@ -397,7 +397,7 @@ def test_a_gguf_header_names_its_type_and_base(tmp_path):
     import numpy as np
     from gguf import GGUFWriter, LlamaFileType
 
-    from comptrust.models import gguf_manifest
+    from comptrust.gguf.record import gguf_manifest
 
     path = tmp_path / "m.Q4_K_M.gguf"
     writer = GGUFWriter(str(path), "llama")
@@ -466,7 +466,7 @@ def test_report_pair_errors_name_the_problem(tmp_path):
 def test_base_model_declared_at_eval_is_hashed_and_checked(base, tmp_path):
     from comptrust.api import declare_base_model
     from comptrust.compression.checkpoint import with_declared_base
-    from comptrust.models import weights_fingerprint
+    from comptrust.model_files import weights_fingerprint
 
     declared = declare_base_model(str(base))
     assert declared["weights_sha256"] == weights_fingerprint(base) and declared["given_by"] == "--base-model"

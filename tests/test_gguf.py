@@ -52,7 +52,7 @@ def f32(base, tmp_path_factory) -> Path:
 
 def test_q4_k_m_is_a_real_k_quant_file_that_llama_cpp_loads(q4km):
     from comptrust.backends.llamacpp import LlamaCppBackend
-    from comptrust.compression.gguf_file import describe_gguf
+    from comptrust.gguf.header import describe_gguf
 
     files = list(q4km.glob("*.gguf"))
     assert len(files) == 1 and files[0].name == "tiny-smol.Q4_K_M.gguf"
@@ -103,8 +103,8 @@ def test_sampled_text_does_not_depend_on_the_batch(q4km):
 
 
 def test_q8_0_without_llama_cpp_uses_the_converters_numpy_quantizer(base, tmp_path, monkeypatch):
-    import comptrust.compression.gguf as gguf_module
-    from comptrust.compression.gguf_file import describe_gguf
+    import comptrust.gguf.tools as gguf_module
+    from comptrust.gguf.header import describe_gguf
 
     monkeypatch.setattr(gguf_module, "llama_cpp_available", lambda: False)
     out = compress_model(base, "gguf", tmp_path / "q8", gguf_type="Q8_0")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from comptrust.compression.gguf import captured_stderr_fd, fallback_summary
+from comptrust.gguf.tools import captured_stderr_fd, fallback_summary
 
 # llama.cpp 0.3.36's quantizer on SmolLM2-135M to Q4_K_M (issue 14's smoke sweep, 2026-12-02), abridged
 QUANTIZER_LINES = [

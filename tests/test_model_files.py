@@ -197,7 +197,7 @@ def test_intact_gguf_of_an_unsupported_architecture_is_a_model_error(tmp_path):
 
 @pytest.mark.parametrize("garbage", [b"\xff\xfe\x00 not text", b"[1, 2, 3]", b'{"cut": '])
 def test_a_damaged_fingerprint_memo_is_only_a_lost_shortcut(tiny_llama, isolated_home, garbage):
-    from comptrust.models import weights_fingerprint
+    from comptrust.model_files import weights_fingerprint
 
     expected = weights_fingerprint(tiny_llama)
     (isolated_home / "fingerprints.json").write_bytes(garbage)

@@ -9,7 +9,8 @@ import time
 import pytest
 
 from comptrust.errors import ModelError
-from comptrust.models import DEMO_ALIAS, resolve_model, weights_fingerprint
+from comptrust.model_files import weights_fingerprint
+from comptrust.models import DEMO_ALIAS, resolve_model
 
 
 @pytest.mark.slow
@@ -65,7 +66,8 @@ def test_a_ggufs_chat_template_is_read_and_written_into_a_converted_folder_lacki
     import numpy as np
     from gguf import GGUFWriter
 
-    from comptrust.models import _keep_chat_template, gguf_chat_template
+    from comptrust.gguf.header import gguf_chat_template
+    from comptrust.gguf.to_hf import _keep_chat_template
 
     template = "{% for m in messages %}<|im_start|>{{ m['content'] }}{% endfor %}"
     path = tmp_path / "with.gguf"

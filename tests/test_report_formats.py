@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from comptrust.compression.gguf import fallback_summary
+from comptrust.gguf.tools import fallback_summary
 from report_fakes import compressed_model, dense_model, scored_samples, write_run
 from test_gguf_quantizer_output import QUANTIZER_LINES
 

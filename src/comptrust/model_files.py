@@ -11,15 +11,19 @@ flipped bits inside tensor data need a content hash (``comptrust inspect
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import mmap
+import os
 import struct
 import zipfile
 from pathlib import Path
 from typing import Any
 
-from comptrust.errors import DataError
+from comptrust.compression.base import MANIFEST_NAME
+from comptrust.errors import DataError, ModelError
+from comptrust.store.paths import comptrust_home, models_dir
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 SAFETENSORS_HEADER_LIMIT = 100_000_000  # the safetensors library refuses larger headers
@@ -261,3 +265,47 @@ def loading_problem(info: dict[str, Any]) -> str | None:
         return (f"{len(missing)} weight(s) its config.json needs are absent from its weight files "
                 f"(e.g. {missing[0]}): the weights belong to another model or are incomplete")
     return None
+
+
+def repair_hint(folder: Path) -> str:
+    """What to do about a damaged file in ``folder``: it depends on who wrote the folder."""
+    folder = folder.resolve()
+    if (folder / MANIFEST_NAME).is_file():
+        return f"delete {folder} and run 'comptrust compress' again (it rebuilds the same artifact)"
+    if folder.is_relative_to(models_dir().resolve()):
+        return f"delete {folder}; the next run converts the GGUF file again"
+    if folder.is_relative_to((comptrust_home() / "hub").resolve()):
+        return f"delete {folder} and run again to download the model afresh"
+    return "download the model again, or save it again with save_pretrained"
+
+
+def weights_fingerprint(folder: Path, only: str | None = None) -> str:
+    """SHA-256 over the weight files' bytes (cached by path, size and mtime); ``only``: one file of the folder."""
+    files = sorted(p for p in folder.iterdir() if p.name == only) if only else \
+        sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".pt", ".pth"))
+    if not files:
+        raise ModelError(f"{folder} has no weight files", "the folder needs *.safetensors weights")
+    stamp = [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]
+    memo_path = comptrust_home() / "fingerprints.json"
+    key = hashlib.sha256(json.dumps([str(folder.resolve()), stamp]).encode()).hexdigest()
+    memo: dict[str, str] = {}
+    if memo_path.is_file():
+        try:
+            loaded = json.loads(memo_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):  # a damaged memo is only a lost shortcut
+            loaded = {}
+        memo = loaded if isinstance(loaded, dict) else {}
+    if key in memo:
+        return memo[key]
+    digest = hashlib.sha256()
+    for p in files:
+        with p.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                digest.update(block)
+    value = digest.hexdigest()[:20]
+    memo[key] = value
+    memo_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = memo_path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(memo))
+    os.replace(tmp, memo_path)
+    return value

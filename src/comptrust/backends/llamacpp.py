@@ -47,7 +47,7 @@ def import_llama_cpp() -> Any:
 
 def gguf_fingerprint(path: Path) -> str:
     """SHA-256 of the GGUF file's bytes (the folder fingerprint's cache covers GGUF files too)."""
-    from comptrust.models import weights_fingerprint
+    from comptrust.model_files import weights_fingerprint
 
     return weights_fingerprint(path.parent, only=path.name)
 
@@ -61,7 +61,7 @@ class LlamaCppBackend:
                  batch_size: int | None = None, threads: int | None = None, source: str = "gguf") -> None:
         chat_template, self.chat_template_warning = choose_template(chat_template, tokenizer)  # raw if none
         llama_cpp = import_llama_cpp()
-        from comptrust.compression.gguf_file import describe_gguf
+        from comptrust.gguf.header import describe_gguf
 
         self.llama_cpp = llama_cpp
         self.gguf = gguf
@@ -99,8 +99,8 @@ class LlamaCppBackend:
     # ---- protocol ---------------------------------------------------------------------
 
     def info(self) -> dict[str, Any]:
-        from comptrust.compression.gguf import package_version
-        from comptrust.models import gguf_manifest
+        from comptrust.gguf.record import gguf_manifest
+        from comptrust.gguf.tools import package_version
 
         return {
             "backend": self.name, "fingerprint": self.fingerprint, "name": self.label, "path": str(self.gguf),
@@ -310,7 +310,7 @@ def load_tokenizer(gguf: Path) -> Any:
     """The Hugging Face tokenizer for ``gguf``: the files beside it, else rebuilt from its metadata."""
     from transformers import AutoTokenizer
 
-    from comptrust.models import quiet_transformers
+    from comptrust.runtime.quiet import quiet_transformers
 
     quiet_transformers()
     folder = gguf.parent
@@ -318,9 +318,9 @@ def load_tokenizer(gguf: Path) -> Any:
         if (folder / "tokenizer_config.json").is_file() or (folder / "tokenizer.json").is_file():
             tokenizer = AutoTokenizer.from_pretrained(folder)
         else:
-            from comptrust.gguf_tokenizer import gguf_hf_tokenizer
+            from comptrust.gguf.tokenizer import gguf_hf_tokenizer
 
-            # transformers converts a Gemma vocabulary wrongly; comptrust rebuilds it (gguf_tokenizer.py)
+            # transformers converts a Gemma vocabulary wrongly; comptrust rebuilds it (gguf/tokenizer.py)
             tokenizer = gguf_hf_tokenizer(gguf) or AutoTokenizer.from_pretrained(folder, gguf_file=gguf.name)
             _eos_from_metadata(tokenizer, gguf)
     except (OSError, ValueError, KeyError) as exc:

@@ -22,7 +22,8 @@ from typing import Any
 from comptrust.backends.base import OnResult, encode_pair
 from comptrust.chat import choose_template, prompt_token_ids, render
 from comptrust.errors import BackendError, ConfigError
-from comptrust.models import ModelRef, resolve_model, weights_fingerprint
+from comptrust.model_files import weights_fingerprint
+from comptrust.models import ModelRef, resolve_model
 from comptrust.types import Completion, GenRow
 
 INSTALL_HINT = ("on a CUDA machine run 'make vllm-env' and use .venv-vllm/bin/comptrust (vLLM needs its own "

@@ -19,6 +19,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from comptrust.errors import ModelError
+from comptrust.model_files import weights_fingerprint
+
 THIRD_PARTY = "third party"
 RECORD_FORMAT = "checkpoint-record"
 # llm-compressor modifier -> comptrust method (recipe.yaml names the algorithm that made the weights).
@@ -324,3 +327,19 @@ def with_declared_base(model_info: dict[str, Any], base: dict[str, Any] | None) 
     record["base_model"] = base
     info["compression"] = record
     return info
+
+
+def identify_checkpoint(record: dict, origin: Path) -> None:
+    """Add the downloaded files' own hash: two releases of one scheme (say two GPTQ 4-bit g128 of one
+    base) are different variants, not seeds of one, so the hash is part of the record's ``config``."""
+    record["checkpoint"] = {"path": str(origin), "weights_sha256": _checkpoint_hash(origin)}
+    record["config"] = {"method": record.get("method"), "params": record.get("params"),
+                        "checkpoint_sha256": record["checkpoint"]["weights_sha256"]}
+
+
+def _checkpoint_hash(origin: Path) -> str | None:
+    """The downloaded files' own hash (what identifies one release among others of the same scheme)."""
+    try:
+        return weights_fingerprint(origin.parent, only=origin.name) if origin.is_file() else weights_fingerprint(origin)
+    except ModelError:
+        return None

@@ -129,7 +129,7 @@ def check_architecture(base: Path, method: str, compression: CompressionConfig |
                          "reloads its experts fused, without their activation quantization",
                          "use rtn, gptq or awq (weight-only) or a pruning method for MoE models")
     if family_of(method) == "file":
-        from comptrust.compression.gguf import CONVERTER_INCOMPATIBLE, converter_supports
+        from comptrust.gguf.tools import CONVERTER_INCOMPATIBLE, converter_supports
 
         if not converter_supports(arch):
             raise ModelError(f"llama.cpp's converter has no GGUF conversion for {arch}",
@@ -176,7 +176,7 @@ def preflight_group_size(base: Path, config: CompressionConfig) -> None:
 
 def artifact_key(base: Path, config: CompressionConfig) -> str:
     """Hash of the base weights, tokenizer files and normalised config."""
-    from comptrust.models import weights_fingerprint
+    from comptrust.model_files import weights_fingerprint
 
     tok = hashlib.sha256()
     for name in TOKENIZER_FILES:
@@ -197,7 +197,7 @@ def require_engine(method: str, gguf_type: str | None = None) -> None:
     import importlib.util
 
     if family_of(method) == "file":
-        from comptrust.compression.gguf import require_gguf_tools
+        from comptrust.gguf.tools import require_gguf_tools
 
         require_gguf_tools(gguf_type or "")
         return
@@ -359,7 +359,7 @@ def artifact_manifest(base: Path, key: str, config: CompressionConfig, params: d
     import torch
 
     from comptrust.compression.measure import describe_base, library_versions, peak_memory
-    from comptrust.models import weights_fingerprint
+    from comptrust.model_files import weights_fingerprint
 
     base_info = describe_base(base, weights_fingerprint(base))
     return {
@@ -381,8 +381,8 @@ def save_gguf_artifact(base: Path, config: CompressionConfig, out: Path, key: st
                        say: Callable[[str], None]) -> None:
     """``--method gguf``: the .gguf file, the base tokenizer beside it, and the manifest."""
     from comptrust.compression.gguf import GGUFCompressor, copy_tokenizer
-    from comptrust.compression.gguf_file import describe_gguf, gguf_in
     from comptrust.compression.measure import dir_size
+    from comptrust.gguf.header import describe_gguf, gguf_in
 
     start = time.perf_counter()
     facts = GGUFCompressor().write(base, config, out, say)

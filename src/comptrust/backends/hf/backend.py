@@ -33,7 +33,9 @@ from comptrust.backends.hf.slot_cache import reserved_cache, slot_compatible
 from comptrust.backends.sampling import SAMPLER, RowSampler
 from comptrust.chat import choose_template, prompt_token_ids, render
 from comptrust.errors import BackendError, ConfigError
-from comptrust.models import ModelRef, load_causal_lm, quiet_transformers, resolve_model, weights_fingerprint
+from comptrust.model_files import weights_fingerprint
+from comptrust.models import ModelRef, load_causal_lm, resolve_model
+from comptrust.runtime.quiet import quiet_transformers
 from comptrust.types import Completion, GenRow
 
 CPU_DEFAULT_BATCH = 16

@@ -20,6 +20,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from comptrust.store.files import building
+from comptrust.store.paths import models_dir
+
 CONTROL, USER_DEFINED = 3, 4  # llama.cpp's token types (gguf.TokenType)
 
 
@@ -98,9 +101,6 @@ def gguf_hf_tokenizer(gguf: Path) -> Any | None:
     import hashlib
 
     from transformers import AutoTokenizer
-
-    from comptrust.store.files import building
-    from comptrust.store.paths import models_dir
 
     if not needs_rebuild(gguf):
         return None

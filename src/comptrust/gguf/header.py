@@ -85,3 +85,13 @@ def gguf_in(folder: Path) -> Path | None:
     """The single .gguf file of a comptrust GGUF artifact folder (None when there is none)."""
     files = sorted(folder.glob("*.gguf"))
     return files[0] if len(files) == 1 else None
+
+
+def gguf_chat_template(gguf: Path) -> str | None:
+    """The chat template in a GGUF's metadata (``tokenizer.chat_template``), or None."""
+    from gguf import GGUFReader
+
+    field = GGUFReader(str(gguf)).fields.get("tokenizer.chat_template")
+    if field is None or not field.data:
+        return None
+    return bytes(field.parts[field.data[0]]).decode("utf-8")

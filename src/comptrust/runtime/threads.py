@@ -3,23 +3,22 @@
 torch's default follows OpenMP: typically one intra-op thread per logical CPU the process sees,
 whatever a container's CPU quota says.  That oversubscribes hyper-threads and CPU-limited
 containers, and on a machine shared with other jobs even one thread per core can be too many
-(issue 13 measured on a loaded 2-core box: 2 threads 3-4 tok/s, 1 thread 10-11 tok/s; there,
-pass ``--threads 1``).  The order of precedence:
+(there, pass ``--threads 1``; docs/benchmarks.md, "CPU threads (issue 13)").  The order of precedence:
 
 1. ``--threads N``;
 2. ``$OMP_NUM_THREADS`` (the variable OpenMP programs already honour);
 3. the physical cores this process may run on (its CPU affinity, counted once per core, capped
    by a cgroup CPU quota, ``docker --cpus``), less the cores other jobs keep busy, rounded (at
    least 1).  On an idle machine that is every physical core; on a shared one it avoids OpenMP
-   threads spinning while waiting for a core (measured with ``benchmarks/threads.py``,
-   docs/benchmarks.md: 1 thread 5x faster than 2 at load 12-15 on 2 cores).
+   threads spinning while waiting for a core (``benchmarks/threads.py`` measures it;
+   docs/benchmarks.md, "CPU threads (issue 13)").
 
 How busy other jobs keep the cores is measured, not taken from the load average: the CPU time
 ``/proc/stat`` counts on this process's CPUs from the moment the command starts
 (:func:`start_busy_sample`, before its imports) until threads are chosen, less this process's
 own CPU time (:func:`busy_cores`).  The 1-minute load average decays over minutes, so right
-after a job ends it still counts it: a second ``comptrust eval`` started at load 1.4 on an idle
-2-core machine ran on one thread, 1.6x slower (docs/benchmarks.md, 2026-12-06).  The load
+after a job ends it still counts it, and a run started then on an idle machine got too few
+threads (docs/benchmarks.md, "End to end on an AMX machine, threads and malloc").  The load
 average remains the fallback where ``/proc/stat`` is not there (macOS).
 
 The count and where it came from are recorded in every run (``spec.json`` / ``summary.json``),

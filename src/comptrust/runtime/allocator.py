@@ -5,9 +5,8 @@ to 32 MiB) with fresh pages from the kernel and gives them back on ``free``, and
 top of its heap once more than twice that is free.  A CPU decode step allocates dozens of
 tensors of megabytes (the last-position logits, the sampler's vocabulary-wide scratch, attention
 buffers), so each step touches new pages again, and on a virtual machine a page fault is
-expensive.  Measured on the 2-core AMD EPYC of docs/benchmarks.md (a Firecracker VM): sampling 30
-rows over SmolLM2's 49k vocabulary took 24 ms a step with glibc's defaults and 10 ms with the
-thresholds below; the stereotype rows' generation 18.4 s vs 12.7 s, with identical texts.
+expensive: the thresholds below made the sampler's step and a whole generation markedly faster,
+with identical texts (docs/benchmarks.md, "End to end on an AMX machine, threads and malloc").
 PyTorch's CPU tuning guides recommend jemalloc or tcmalloc for the same reason; two ``mallopt``
 calls give most of it with no extra library.
 

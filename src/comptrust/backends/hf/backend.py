@@ -39,8 +39,8 @@ from comptrust.runtime.quiet import quiet_transformers
 from comptrust.types import Completion, GenRow
 
 CPU_DEFAULT_BATCH = 16
-# Continuous batching on a CPU: decode cost per row keeps falling up to ~32 rows (SmolLM2 on 2 cores:
-# 124 tok/s at 16 rows, 194 at 32, 196 at 64; docs/benchmarks.md), and the pool's KV cache may take
+# Continuous batching on a CPU: decode cost per row keeps falling up to ~32 rows (SmolLM2 on 2 cores;
+# docs/benchmarks.md, "End to end, and where the time went"), and the pool's KV cache may take
 # at most this share of the memory available when it starts.
 CPU_MAX_SLOTS = 32
 CPU_KV_FRACTION = 0.25
@@ -57,9 +57,9 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 def choose_dtype(device: str, requested: str | None = None) -> Any:
     """The compute dtype: bfloat16 on GPUs and on CPUs with bf16 matmul units (AMX or AVX512-BF16), else float32.
 
-    On this project's 2-core Xeon (AMX) bf16 batched generation is ~2.6x faster than fp32, and on a
-    2-core AMD EPYC with AVX512-BF16 (no AMX) a 16 x 300-token prefill is 2.7x faster
-    (docs/benchmarks.md); without either, bf16 runs in slow emulation.  ``--dtype`` or
+    With AMX or AVX512-BF16, bf16 batched generation and prefill run much faster than fp32 on the
+    CPUs measured (docs/benchmarks.md, "Generation (issue 2)" and "End to end, and where the
+    time went"); without either, bf16 runs in slow emulation.  ``--dtype`` or
     ``$COMPTRUST_DTYPE`` override the choice; the dtype is part of the backend fingerprint, so
     cached texts never mix across dtypes.
     """

@@ -1,21 +1,20 @@
 """Attention on a CPU: grouped-query heads kept grouped under a mask, half precision computed in float32.
 
-Why?  Two costs of transformers' SDPA path that only a CPU pays, both measured on SmolLM2
-(9 query heads, 3 key/value heads) on a 2-core AMD EPYC (docs/benchmarks.md):
+Why?  Two costs of transformers' SDPA path that only a CPU pays, both found by profiling SmolLM2
+(9 query heads, 3 key/value heads) on a 2-core CPU (docs/benchmarks.md, "End to end, and where
+the time went"):
 
 * With an attention mask, ``sdpa_attention_forward`` repeats every key and value head
   ``num_key_value_groups`` times (``repeat_kv``: a copy of the whole cache for every layer at
   every step), because CUDA's kernels fall back to the math path for GQA with a mask.
   Continuous batching and MMLU's shared prefixes always pass a mask; in float32 that copy took
-  as long as every matmul of the model (``aten::copy_`` 24.6 s vs ``aten::mm`` 25.4 s of a 95 s
-  stereotype run).  PyTorch's CPU flash kernel takes ``enable_gqa=True`` with a mask and returns
-  the same numbers, bit for bit.
-* In bfloat16 the CPU flash kernel is ~3x slower than in float32 for decode shapes (one query
-  against hundreds of keys: 6.7 ms vs 2.3 ms per layer for 32 rows), which made bf16 decoding
-  slower than float32 although its matmuls are 3.5x faster.  Half-precision queries, keys and
-  values are converted to float32 (exactly) and the output rounded back, as the kernel's own
-  float32 accumulators would.  Converting the whole cache at every step costs too (3.9 s of a
-  24 s decode), so continuous batching keeps its slots in float32 on a CPU
+  about as long as every matmul of the model.  PyTorch's CPU flash kernel takes
+  ``enable_gqa=True`` with a mask and returns the same numbers, bit for bit.
+* In bfloat16 the CPU flash kernel is much slower than in float32 for decode shapes (one query
+  against hundreds of keys), which made bf16 decoding slower than float32 although its matmuls
+  are faster.  Half-precision queries, keys and values are converted to float32 (exactly) and
+  the output rounded back, as the kernel's own float32 accumulators would.  Converting the whole
+  cache at every step costs too, so continuous batching keeps its slots in float32 on a CPU
   (:func:`kv_cache_dtype`): keys and values are converted once, as they enter.
 
 :func:`cpu_attention` switches an SDPA model on a CPU to :func:`sdpa_cpu_forward` for the

@@ -123,12 +123,12 @@ def next_tokens(scores: Any, seeds: Any, steps: Any, temperatures: list[float], 
 class RowSampler:
     """A logits processor that samples each row from its own random stream, the whole batch at once.
 
-    Why not ``torch.multinomial`` with one generator per row (comptrust's sampler until 2026-11-28)?  That loop is a few
-    kernel launches per row per step: ~2,000 launches per generated token at batch 512 on a GPU,
-    and 22 ms per step even at batch 16 on this CPU.  Here a step is one exponential race for
+    Why not ``torch.multinomial`` with one generator per row (comptrust's first sampler)?  That loop is a few
+    kernel launches per row per step: thousands of launches per generated token at batch 512 on a GPU,
+    and slow even at batch 16 on a CPU.  Here a step is one exponential race for
     all rows (:func:`race`) with ``step x vocab + j`` as the counter, so a row's draws never depend
-    on the rest of its batch.  (8 ms per step at batch 16 here; the race, unlike an inverse CDF,
-    does not turn the last-bit differences between batch layouts into different tokens.)
+    on the rest of its batch.  (Timings of both: docs/benchmarks.md, "Throughput", its "Sampler" paragraph; the race,
+    unlike an inverse CDF, does not turn the last-bit differences between batch layouts into different tokens.)
 
     It returns scores that are -inf everywhere but the drawn token, so transformers' greedy step
     picks exactly that token.  Temperature and top-p are applied here.  The static-batch path uses

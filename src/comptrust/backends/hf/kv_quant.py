@@ -16,7 +16,7 @@ from ``cache_implementation="quantized"``, as we read its code:
 
 Why our own code instead of optimum-quanto's kernels?  On this project's CPU
 machine importing optimum-quanto 0.2.7 JIT-compiles a C++ extension that did not
-finish in 10 minutes (docs/compression.md), so the arithmetic is written here
+finish (docs/compression.md, "KV-cache quantization"), so the arithmetic is written here
 in plain PyTorch and has not been compared with optimum-quanto's own output.
 The cache keeps the dequantized values (what attention reads), so it measures
 the *accuracy* cost of a quantized KV cache, not its memory saving.

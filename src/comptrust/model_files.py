@@ -127,8 +127,8 @@ class _Cursor:
 def gguf_problem(path: Path) -> str | None:
     """Why ``path`` is not a complete GGUF file, or None when its tensor table fits in the file.
 
-    Parses the header and tensor table itself (the ``gguf`` package's reader takes
-    ~15 s on a small model, since it decodes the whole vocabulary into arrays).
+    Parses the header and tensor table itself: the ``gguf`` package's reader decodes the whole
+    vocabulary into arrays, slow even on a small model (docs/benchmarks.md, "Integrity checks (issue 15)").
     """
     size = path.stat().st_size
     if size < 24:

@@ -43,8 +43,9 @@ _STRING, _ARRAY = 8, 9
 def header_strings(gguf: Path, keys: set[str]) -> dict[str, str]:
     """String values of ``keys`` from a GGUF's metadata, reading only up to the last of them.
 
-    ``gguf.GGUFReader`` parses every field, the 262,144-entry vocabulary included (tens of seconds
-    on a busy 2-core machine); the architecture and the tokenizer kind come first in the file.
+    ``gguf.GGUFReader`` parses every field, the 262,144-entry vocabulary included, which is slow
+    (docs/benchmarks.md, "Integrity checks (issue 15)"); the architecture and the tokenizer kind
+    come first in the file.
     """
     import struct
 

@@ -120,9 +120,9 @@ def _group_rates(labels: list[int], preds: list[int], attrs: list[int]) -> tuple
 
     These are fairlearn's definitions (``demographic_parity_difference`` and
     ``equalized_odds_difference``, method "between_groups"), computed by counting in one
-    pass: fairlearn's pandas machinery took ~60 ms per call and numpy on such small arrays
-    still ~3 ms, which made a report's bootstrap (thousands of re-aggregations) take minutes.
-    tests/test_fairness.py checks that both give the same numbers.
+    pass: a report's bootstrap re-aggregates thousands of times, and per call fairlearn's pandas
+    machinery, and even numpy on such small arrays, cost too much for that
+    (docs/perspectives/fairness.md, "Metrics and score").  tests/test_fairness.py checks that both give the same numbers.
     """
     counts: dict[int, list[int]] = {}  # group -> [members, selected, positives, selected positives, negatives, ...]
     for y, p, a in zip(labels, preds, attrs, strict=True):

@@ -18,10 +18,9 @@ stores, as comptrust writes it (docs/compression.md):
   a k-quant tensor whose rows are not a multiple of 256 falls back to a legacy type
   (as llama.cpp does) and the k-quant mixes keep the output matrix at Q6_K.
 
-Checked against the sizes measured on SmolLM2-135M (docs/benchmarks.md): within 2%,
-GGUF Q4_K_M within 4% (101 MB vs the file's 104.8 MB, which also holds the
-tokenizer and float32 norms); Llama-2-7B/13B Q4_K_M 4.15/8.01 GB against the
-published files' 4.08/7.87 GB.
+tests/test_sweep.py checks the estimate against the sizes measured on SmolLM2-135M
+(docs/benchmarks.md); docs/scale.md ("--dry-run") says how close it comes, also on
+published Llama-2 GGUF files.
 An architecture the count does not understand (mixture of experts, no config
 available offline) gets ``None``: "size unknown", never a guess.
 """

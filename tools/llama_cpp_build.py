@@ -5,7 +5,7 @@ Why not pip's default (``-march=native``, wheel cached by pip)?  Two ways to die
 
 * On an Intel Xeon 6 (Granite Rapids, AVX10.1, AMX) guest a native build ran its AMX kernels and
   died at ``tilezero`` in ``libggml-cpu.so`` on the first decode of a Q4_K_M model (found by
-  ``tests/test_gguf.py`` on 2026-12-06; llama.cpp PR #26954 describes the cause: a tile
+  ``tests/test_gguf.py``, docs/compression.md; llama.cpp PR #26954 describes the cause: a tile
   configuration the compiler drops and a tile-data permission asked for on one thread only),
   although torch's oneDNN uses AMX on the same machine.  ``-march=native`` turns AMX on with no
   way to take it out again from ``CMAKE_ARGS``, so the build names each instruction set itself

@@ -1,8 +1,8 @@
 """Magnitude pruning, written here because llm-compressor 0.14 cannot do it one-shot.
 
 Its ``MagnitudePruningModifier`` is built for gradual pruning during training:
-applied one-shot it leaves the mask unapplied (we measured 0.03% sparsity for a
-50% target) and it rejects N:M structures.  Pruning by magnitude needs no data,
+applied one-shot it leaves the mask unapplied (docs/compression.md records what it
+reached) and it rejects N:M structures.  Pruning by magnitude needs no data,
 so it is a few lines: unstructured drops the smallest |w| of each output row
 (Wanda's per-output comparison group), N:M keeps the N largest |w| of every M
 consecutive inputs.

@@ -1,8 +1,9 @@
 """The default, offline toxicity scorer: alt-profanity-check's linear classifier.
 
-Its weights ship inside the PyPI package, so scoring needs no network and runs
-at tens of thousands of texts per second on one CPU core (a full 8-config
-DecodingTrust toxicity run, ~240k continuations, scores in seconds).
+Its weights ship inside the PyPI package, so scoring needs no network; a linear
+model on one CPU core, it scores even a full 8-config DecodingTrust toxicity run
+(~240k continuations) in little time next to generating them (its texts/s:
+docs/perspectives/toxicity.md, the table of candidates).
 
 It is NOT calibrated like Google's Perspective API, which DecodingTrust uses:
 its probabilities are lower than Perspective's on benign text and the 0.5

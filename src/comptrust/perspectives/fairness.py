@@ -122,7 +122,8 @@ def _group_rates(labels: list[int], preds: list[int], attrs: list[int]) -> tuple
     ``equalized_odds_difference``, method "between_groups"), computed by counting in one
     pass: a report's bootstrap re-aggregates thousands of times, and per call fairlearn's pandas
     machinery, and even numpy on such small arrays, cost too much for that
-    (docs/perspectives/fairness.md, "Metrics and score").  tests/test_fairness.py checks that both give the same numbers.
+    (docs/perspectives/fairness.md, "Metrics and score").  tests/test_fairness.py checks that both
+    give the same numbers.
     """
     counts: dict[int, list[int]] = {}  # group -> [members, selected, positives, selected positives, negatives, ...]
     for y, p, a in zip(labels, preds, attrs, strict=True):

@@ -97,3 +97,28 @@ def test_a_ggufs_chat_template_is_read_and_written_into_a_converted_folder_lacki
     (other / "tokenizer_config.json").write_text("{}")
     _keep_chat_template(other, bare)  # nothing to carry over: nothing written
     assert not (other / "chat_template.jinja").exists()
+
+
+def test_a_gguf_conversion_whose_weights_do_not_fit_its_config_points_to_llamacpp(tiny_llama, tmp_path):
+    """transformers' GGUF loader rebuilds some architectures (Qwen3's q/k norms) in other shapes than their
+    config: converting again cannot help, so the error names the backend that runs the file as it is."""
+    import shutil
+
+    from comptrust.errors import DataError
+    from comptrust.gguf.to_hf import GGUF_SOURCE_NAME
+    from comptrust.models import load_causal_lm
+
+    folder = shutil.copytree(tiny_llama, tmp_path / "converted")
+    config = json.loads((folder / "config.json").read_text())
+    config["intermediate_size"] = 96  # the saved MLP weights are 128 wide
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(DataError) as plain:
+        load_causal_lm(folder)
+    assert "other shapes than its config.json" in plain.value.problem
+    assert "llamacpp" not in plain.value.fix  # a folder not converted from a GGUF: the usual repair hint
+
+    (folder / GGUF_SOURCE_NAME).write_text(json.dumps({"gguf": "/models/qwen3-0.6b.Q8_0.gguf", "tokenizer": 1}))
+    with pytest.raises(DataError) as converted:
+        load_causal_lm(folder)
+    assert converted.value.fix == ("transformers' GGUF loader cannot rebuild qwen3-0.6b.Q8_0.gguf for --backend hf "
+                                   "(known for Qwen3 and Qwen3-MoE); evaluate the .gguf with --backend llamacpp")

@@ -270,10 +270,10 @@ def loading_problem(info: dict[str, Any]) -> str | None:
 def repair_hint(folder: Path) -> str:
     """What to do about a damaged file in ``folder``: it depends on who wrote the folder."""
     folder = folder.resolve()
+    if folder.is_relative_to(models_dir().resolve()):  # comptrust's own conversion (it may keep a manifest copy)
+        return f"delete {folder}; the next run converts the checkpoint again"
     if (folder / MANIFEST_NAME).is_file():
         return f"delete {folder} and run 'comptrust compress' again (it rebuilds the same artifact)"
-    if folder.is_relative_to(models_dir().resolve()):
-        return f"delete {folder}; the next run converts the GGUF file again"
     if folder.is_relative_to((comptrust_home() / "hub").resolve()):
         return f"delete {folder} and run again to download the model afresh"
     return "download the model again, or save it again with save_pretrained"

@@ -235,8 +235,23 @@ def load_causal_lm(folder: Path, **kwargs: Any) -> Any:
                                                        ignore_mismatched_sizes=True, **kwargs)
     problem = loading_problem(info)
     if problem:
-        raise DataError(f"{folder}: {problem}", repair_hint(Path(folder)))
+        raise DataError(f"{folder}: {problem}", _loading_hint(Path(folder)))
     return model
+
+
+def _loading_hint(folder: Path) -> str:
+    """A GGUF that transformers converted into weights that do not fit its own config is not damaged:
+    transformers' GGUF loader does not rebuild that architecture (Qwen3's q/k norms, Qwen3-MoE's
+    experts); converting again gives the same result, while llama.cpp runs the file as it is."""
+    source = folder / GGUF_SOURCE_NAME
+    if source.is_file():
+        try:
+            gguf = Path(json.loads(source.read_text(encoding="utf-8"))["gguf"])
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+            return repair_hint(folder)
+        return (f"transformers' GGUF loader cannot rebuild {gguf.name} for --backend hf (known for Qwen3 and "
+                f"Qwen3-MoE); evaluate the .gguf with --backend llamacpp")
+    return repair_hint(folder)
 
 
 def download_from_hub(repo_id: str, allow_pickle: bool) -> Path:

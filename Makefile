@@ -40,8 +40,8 @@ llama-cpp:
 demo: install
 	$(BIN)/comptrust demo
 
-# One pytest worker per core (pytest-xdist): the suite is many independent tests, most of them
-# single-threaded Python, so a second worker nearly halves the wall time on 2 cores.
+# One pytest worker per core (pytest-xdist): the tests are independent (each has its own
+# COMPTRUST_HOME), and many spend their time in single-threaded Python.
 test: install
 	$(BIN)/python -m pytest -q -n auto --durations=25
 

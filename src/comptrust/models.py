@@ -21,8 +21,15 @@ from comptrust.compression.base import MANIFEST_NAME, artifact_files_problem
 from comptrust.compression.checkpoint import THIRD_PARTY, checkpoint_record, identify_checkpoint, quantization_config
 from comptrust.compression.dequantize import dequantize_checkpoint
 from comptrust.errors import DataError, ModelError
+from comptrust.gguf.header import gguf_in
 from comptrust.gguf.record import gguf_manifest
-from comptrust.gguf.to_hf import GGUF_SOURCE_NAME, convert_gguf, convert_gguf_artifact, gguf_artifact_file
+from comptrust.gguf.to_hf import (
+    GGUF_SOURCE_NAME,
+    convert_gguf,
+    convert_gguf_artifact,
+    gguf_artifact_file,
+    source_record,
+)
 from comptrust.model_files import (
     PICKLE_SUFFIXES,
     check_model_files,
@@ -243,15 +250,11 @@ def _loading_hint(folder: Path) -> str:
     """A GGUF that transformers converted into weights that do not fit its own config is not damaged:
     transformers' GGUF loader does not rebuild that architecture (Qwen3's q/k norms, Qwen3-MoE's
     experts); converting again gives the same result, while llama.cpp runs the file as it is."""
-    source = folder / GGUF_SOURCE_NAME
-    if source.is_file():
-        try:
-            gguf = Path(json.loads(source.read_text(encoding="utf-8"))["gguf"])
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
-            return repair_hint(folder)
-        return (f"transformers' GGUF loader cannot rebuild {gguf.name} for --backend hf (known for Qwen3 and "
-                f"Qwen3-MoE); evaluate the .gguf with --backend llamacpp")
-    return repair_hint(folder)
+    gguf = source_record(folder).get("gguf")
+    if not isinstance(gguf, str):
+        return repair_hint(folder)
+    return (f"transformers' GGUF loader cannot rebuild {Path(gguf).name} for --backend hf (known for Qwen3 and "
+            f"Qwen3-MoE); evaluate the .gguf with --backend llamacpp")
 
 
 def download_from_hub(repo_id: str, allow_pickle: bool) -> Path:
@@ -338,9 +341,7 @@ def resolve_gguf(spec: str) -> tuple[Path, str, str]:
     if path.is_file() and path.suffix == ".gguf":
         return path.resolve(), path.stem, "gguf"
     if path.is_dir():
-        found = gguf_artifact_file(path)
-        if found is None and not (path / "config.json").is_file() and len(list(path.glob("*.gguf"))) == 1:
-            found = next(path.glob("*.gguf"))
+        found = None if (path / "config.json").is_file() else gguf_in(path)  # an artifact folder or a lone .gguf
         if found is not None:
             return found.resolve(), path.resolve().name, "gguf"
     raise ModelError(f"--backend llamacpp evaluates GGUF files, and {spec} is not one",

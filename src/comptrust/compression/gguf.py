@@ -79,7 +79,6 @@ def _converter_quantizer(gguf_type: str) -> str:
     return "none (the converter writes this precision)"
 
 
-
 def copy_tokenizer(base: Path, out_dir: Path, names: tuple[str, ...]) -> None:
     """The base model's tokenizer beside the GGUF: the prompt is rendered and tokenized exactly as for hf."""
     for name in names:

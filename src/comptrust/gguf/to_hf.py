@@ -12,7 +12,7 @@ from typing import Any
 
 from comptrust.compression.base import MANIFEST_NAME
 from comptrust.errors import ModelError
-from comptrust.gguf.header import gguf_chat_template
+from comptrust.gguf.header import gguf_chat_template, gguf_in
 from comptrust.gguf.tokenizer import TOKENIZER_VERSION, gguf_hf_tokenizer
 from comptrust.model_files import check_gguf_file, check_model_files, repair_hint
 from comptrust.runtime.quiet import quiet_transformers
@@ -82,13 +82,21 @@ def _gemma_tokenizer(gguf: Path) -> Any | None:
     return gguf_hf_tokenizer(gguf)
 
 
-def _repair_gemma_tokenizer(folder: Path, gguf: Path) -> None:
-    """Rewrite the tokenizer of a Gemma folder converted before comptrust rebuilt Gemma's tokenizer."""
+def source_record(folder: Path) -> dict[str, Any]:
+    """What a folder converted from a GGUF records of its source (``gguf``: the file, ``tokenizer``: the
+    rebuild's version); empty for any other folder, or when the record is damaged (it is only a note)."""
     source = folder / GGUF_SOURCE_NAME
     try:
         record = json.loads(source.read_text(encoding="utf-8")) if source.is_file() else {}
     except (json.JSONDecodeError, UnicodeDecodeError):
-        record = {}
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _repair_gemma_tokenizer(folder: Path, gguf: Path) -> None:
+    """Rewrite the tokenizer of a Gemma folder converted before comptrust rebuilt Gemma's tokenizer."""
+    source = folder / GGUF_SOURCE_NAME
+    record = source_record(folder)
     if record.get("tokenizer") == TOKENIZER_VERSION:
         return
     tokenizer = _gemma_tokenizer(gguf)
@@ -123,8 +131,7 @@ def gguf_artifact_file(folder: Path) -> Path | None:
         method = json.loads(manifest.read_text(encoding="utf-8")).get("method")
     except (json.JSONDecodeError, AttributeError):
         return None
-    files = sorted(folder.glob("*.gguf"))
-    return files[0] if method == "gguf" and len(files) == 1 else None
+    return gguf_in(folder) if method == "gguf" else None
 
 
 def convert_gguf_artifact(folder: Path) -> Path:

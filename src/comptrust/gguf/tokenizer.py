@@ -20,6 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from comptrust.model_files import GGUF_FIXED
 from comptrust.store.files import building
 from comptrust.store.paths import models_dir
 
@@ -36,7 +37,6 @@ def _scalar(reader: Any, key: str) -> Any:
     return None if field is None else field.parts[field.data[0]][0]
 
 
-_SCALAR_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}  # GGUF value types
 _STRING, _ARRAY = 8, 9
 
 
@@ -65,13 +65,13 @@ def header_strings(gguf: Path, keys: set[str]) -> dict[str, str]:
                 string()
             elif kind == _ARRAY:
                 item, count = struct.unpack("<IQ", read(12))
-                if item in _SCALAR_SIZES:
-                    fh.seek(_SCALAR_SIZES[item] * count, 1)
+                if item in GGUF_FIXED:
+                    fh.seek(GGUF_FIXED[item] * count, 1)
                 else:
                     for _ in range(count):
                         skip(item)
             else:
-                fh.seek(_SCALAR_SIZES[kind], 1)
+                fh.seek(GGUF_FIXED[kind], 1)
 
         try:
             if read(4) != b"GGUF":

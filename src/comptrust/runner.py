@@ -17,16 +17,15 @@ import platform
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from comptrust import __version__
 from comptrust.backends.base import Backend, LoglikelihoodBackend, row_seed
 from comptrust.data.source import DataSource
-from comptrust.errors import ConfigError
 from comptrust.noise import Perturbation, batch_layout, cache_model
-from comptrust.perspectives.base import EvalOptions, Perspective, check_profile
+from comptrust.perspectives.base import EvalOptions, Perspective, check_profile, check_scenarios, options_for
 from comptrust.progress import Progress
 from comptrust.registry import get_perspective
 from comptrust.runtime.allocator import allocator_info
@@ -230,28 +229,6 @@ def default_run_dir(backend: Backend, spec: dict) -> Path:
     return Path("comptrust-runs") / f"{name}-{run_id(spec)}"
 
 
-def options_for(perspective: Perspective, options: EvalOptions, all_names: Sequence[str]) -> EvalOptions | None:
-    """The options one perspective sees: ``--scenarios`` entries meant for it (None: skip it).
-
-    ``name:scenario`` targets one perspective; a bare ``scenario`` applies to every
-    perspective that knows it, and must be known to at least one of them.
-    """
-    if not options.scenarios:
-        return options
-    mine: list[str] = []
-    for entry in options.scenarios:
-        target, _, scenario = entry.rpartition(":")
-        if target:
-            if target not in all_names:
-                raise ConfigError(f"--scenarios names {target!r}, which is not being evaluated",
-                                  f"use one of: {', '.join(all_names)}")
-            if target == perspective.name:
-                mine.append(scenario)
-        elif _knows(perspective, scenario):
-            mine.append(scenario)
-    return replace(options, scenarios=mine) if mine else None
-
-
 class CachedLoglikelihood:
     """A backend's ``choice_logprobs`` through the cache, keyed by its fingerprint and the prompt.
 
@@ -280,22 +257,6 @@ class CachedLoglikelihood:
             found.update(new)
             self.computed += len(missing)
         return [found[k] for k in keys]
-
-
-def _knows(perspective: Perspective, scenario: str) -> bool:
-    try:
-        perspective.selected_scenarios(EvalOptions(scenarios=[scenario]))
-        return True
-    except ConfigError:
-        return False
-
-
-def check_scenarios(instances: Sequence[Perspective], options: EvalOptions) -> None:
-    """Every bare ``--scenarios`` entry must belong to some perspective being run."""
-    for entry in options.scenarios or []:
-        if ":" not in entry and not any(_knows(p, entry) for p in instances):
-            raise ConfigError(f"no perspective being evaluated has a scenario {entry!r}",
-                              "check the spelling, or write perspective:scenario")
 
 
 def evaluate(backend: Backend, perspectives: Sequence[str], data: DataSource, options: EvalOptions,

@@ -10,7 +10,8 @@ Scoring never needs a model: ``comptrust score`` calls ``sample_from_record``,
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, NamedTuple
 
 from comptrust.data.source import DataSource
@@ -185,6 +186,46 @@ def check_profile(profile: str) -> str:
     if profile not in PROFILES:
         raise ConfigError(f"unknown scoring profile {profile!r}", f"choose one of: {', '.join(PROFILES)}")
     return profile
+
+
+def options_for(perspective: Perspective, options: EvalOptions, all_names: Sequence[str]) -> EvalOptions | None:
+    """The options one perspective sees: ``--scenarios`` entries meant for it (None: skip it).
+
+    ``name:scenario`` targets one perspective; a bare ``scenario`` applies to every
+    perspective that knows it, and must be known to at least one of them.  Here, not in the
+    runner, because the report needs it too: for runs recorded before each perspective's result
+    carried its own options (docs/architecture.md, "The run record").
+    """
+    if not options.scenarios:
+        return options
+    mine: list[str] = []
+    for entry in options.scenarios:
+        target, _, scenario = entry.rpartition(":")
+        if target:
+            if target not in all_names:
+                raise ConfigError(f"--scenarios names {target!r}, which is not being evaluated",
+                                  f"use one of: {', '.join(all_names)}")
+            if target == perspective.name:
+                mine.append(scenario)
+        elif knows_scenario(perspective, scenario):
+            mine.append(scenario)
+    return replace(options, scenarios=mine) if mine else None
+
+
+def knows_scenario(perspective: Perspective, scenario: str) -> bool:
+    try:
+        perspective.selected_scenarios(EvalOptions(scenarios=[scenario]))
+        return True
+    except ConfigError:
+        return False
+
+
+def check_scenarios(instances: Sequence[Perspective], options: EvalOptions) -> None:
+    """Every bare ``--scenarios`` entry must belong to some perspective being run."""
+    for entry in options.scenarios or []:
+        if ":" not in entry and not any(knows_scenario(p, entry) for p in instances):
+            raise ConfigError(f"no perspective being evaluated has a scenario {entry!r}",
+                              "check the spelling, or write perspective:scenario")
 
 
 def mean(values: list[float]) -> float | None:

@@ -85,11 +85,10 @@ def eval_options(run: Run, perspective: Any = None) -> Any:
     """The run's ``EvalOptions`` (unknown keys from other versions are dropped).
 
     With ``perspective``: the options that perspective saw during the eval, i.e. only its own
-    ``--scenarios`` entries, without their ``name:`` prefix (``runner.options_for``).
+    ``--scenarios`` entries, without their ``name:`` prefix (``perspectives.base.options_for``).
     """
     from comptrust.errors import ConfigError
-    from comptrust.perspectives.base import EvalOptions
-    from comptrust.runner import options_for
+    from comptrust.perspectives.base import EvalOptions, options_for
 
     raw = run.summary.get("options") or {}
     names = {f.name for f in dataclasses.fields(EvalOptions)}

@@ -71,6 +71,7 @@ def evaluate_noise_floor(backend: Backend, summary: dict[str, Any], kind: str, p
     ``comptrust report`` finds it.  Returns the replicate's summary.
     """
     from comptrust.noise import perturbation_for, replicate_dir
+    from comptrust.run_record import read_summary
 
     seed = int(kwargs.pop("seed", 0))
     kwargs.pop("divergence", None)
@@ -79,12 +80,11 @@ def evaluate_noise_floor(backend: Backend, summary: dict[str, Any], kind: str, p
     primary = Path(summary["run_dir"])
     replicate = evaluate(backend, perspectives, seed=perturbation.seed, out=replicate_dir(primary, kind),
                          perturbation=perturbation, **kwargs)
-    run_dir = RunDir(primary)
-    first = run_dir.read_summary()
-    first["noise_floor"] = {"run_dir": Path(replicate["run_dir"]).name, "run_id": replicate["run_id"],
-                            "perturbation": perturbation.to_json()}
-    run_dir.write_summary(first)
-    summary["noise_floor"] = first["noise_floor"]
+    first = read_summary(primary)
+    first.noise_floor = {"run_dir": Path(replicate["run_dir"]).name, "run_id": replicate["run_id"],
+                         "perturbation": perturbation.to_json()}
+    RunDir(primary).write_summary(first.to_dict())
+    summary["noise_floor"] = first.noise_floor
     return replicate
 
 

@@ -28,6 +28,7 @@ from comptrust.noise import Perturbation, batch_layout, cache_model
 from comptrust.perspectives.base import EvalOptions, Perspective, check_profile, check_scenarios, options_for
 from comptrust.progress import Progress
 from comptrust.registry import get_perspective
+from comptrust.run_record import PerspectiveEntry, RunSpec, RunSummary
 from comptrust.runtime.allocator import allocator_info
 from comptrust.runtime.threads import threads_info
 from comptrust.store.cache import Cache, completion_key, loglik_key
@@ -162,7 +163,7 @@ def score_samples(perspective: Perspective, samples: Sequence[Sample], responses
 
 
 def run_spec(backend: Backend, perspectives: Sequence[str], data: DataSource, options: EvalOptions,
-             base_model: dict[str, Any] | None = None) -> dict:
+             base_model: dict[str, Any] | None = None) -> RunSpec:
     """Everything that determines a run's numbers, plus the environment it ran in.
 
     ``base_model``: the dense model the user says this one derives from (``--base-model``).
@@ -172,23 +173,24 @@ def run_spec(backend: Backend, perspectives: Sequence[str], data: DataSource, op
 
     from comptrust.compression.checkpoint import with_declared_base
 
-    return {
-        "comptrust_version": __version__,
-        "model": with_declared_base(backend.info(), base_model),
-        "perspectives": list(perspectives),
-        "data": data.describe(),
-        "options": asdict(options),
-        "deviations": options.deviations(),
-        "profile": options.profile,
-        "seed": options.seed,
-        "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                     "numpy": numpy.__version__, "platform": platform.platform()},
-        "threads": threads_info(),
-        "allocator": allocator_info(),
-    }
+    return RunSpec(
+        comptrust_version=__version__,
+        model=with_declared_base(backend.info(), base_model),
+        perspectives=list(perspectives),
+        data=data.describe(),
+        options=asdict(options),
+        deviations=options.deviations(),
+        profile=options.profile,
+        seed=options.seed,
+        versions={"python": platform.python_version(), "torch": torch.__version__,
+                  "numpy": numpy.__version__, "platform": platform.platform()},
+        threads=threads_info(),
+        allocator=allocator_info(),
+    )
 
 
-def run_id(spec: dict) -> str:
+def run_id(spec: RunSpec | dict) -> str:
+    spec = spec.to_dict() if isinstance(spec, RunSpec) else spec
     identity = [spec["model"]["fingerprint"], spec["perspectives"], spec["options"],
                 {k: v for k, v in spec["data"].items() if k != "resolved_commit"}]
     if spec.get("perturbation"):  # a noise-floor replicate is a run of its own
@@ -196,9 +198,10 @@ def run_id(spec: dict) -> str:
     return stable_hash(identity, 12)
 
 
-def results_identity(spec: dict) -> str:
+def results_identity(spec: RunSpec | dict) -> str:
     """What every result in one run folder shares: model, data and options (not the perspective list,
-    so a sweep can add perspectives to a folder one at a time)."""
+    so a sweep can add perspectives to a folder one at a time).  ``spec`` may be another version's."""
+    spec = spec.to_dict() if isinstance(spec, RunSpec) else spec
     identity = [spec["model"]["fingerprint"], spec["options"],
                 {k: v for k, v in spec["data"].items() if k != "resolved_commit"}]
     if spec.get("perturbation"):
@@ -206,7 +209,7 @@ def results_identity(spec: dict) -> str:
     return stable_hash(identity, 12)
 
 
-def claim_run_dir(run: RunDir, spec: dict) -> Path | None:
+def claim_run_dir(run: RunDir, spec: RunSpec) -> Path | None:
     """Make ``run`` this run's folder; results of another model, data or options are moved aside.
 
     Why: the folder is read as one run (``report`` also picks up perspective folders the summary
@@ -224,8 +227,8 @@ def claim_run_dir(run: RunDir, spec: dict) -> Path | None:
     return run.set_aside(f"superseded-{old.get('run_id', 'unknown')}-{stamp}")
 
 
-def default_run_dir(backend: Backend, spec: dict) -> Path:
-    name = str(spec["model"].get("name", backend.name)).replace("/", "_")
+def default_run_dir(backend: Backend, spec: RunSpec) -> Path:
+    name = str(spec.model.get("name", backend.name)).replace("/", "_")
     return Path("comptrust-runs") / f"{name}-{run_id(spec)}"
 
 
@@ -263,7 +266,8 @@ def evaluate(backend: Backend, perspectives: Sequence[str], data: DataSource, op
              run_dir: Path | None = None, cache: Cache | None = None, quiet: bool = True,
              divergence: Any = None, base_model: dict[str, Any] | None = None,
              perturbation: Perturbation | None = None) -> dict[str, Any]:
-    """Evaluate ``perspectives`` and write the run directory; returns the summary dict.
+    """Evaluate ``perspectives`` and write the run directory; returns the summary
+    (:meth:`comptrust.run_record.RunSummary.to_dict`, as ``summary.json`` has it).
 
     ``divergence``: a :class:`comptrust.divergence.DivergencePlan` (``--divergence``,
     ``--divergence-from``), run after each generating perspective is written.
@@ -276,24 +280,16 @@ def evaluate(backend: Backend, perspectives: Sequence[str], data: DataSource, op
         divergence.prepare(backend, [p.name for p in instances if p.kind != "loglik"])
     spec = run_spec(backend, perspectives, data, options, base_model)
     if perturbation is not None:
-        spec["perturbation"] = perturbation.to_json()
-    spec["run_id"] = run_id(spec)
+        spec.perturbation = perturbation.to_json()
+    spec.run_id = run_id(spec)
     run = RunDir(run_dir or default_run_dir(backend, spec)).prepare()
     moved = claim_run_dir(run, spec)
     if moved is not None and not quiet:
         print(f"{run.root} held results of another model, data or options: moved them to {moved}", file=sys.stderr)
-    run.write_spec(spec)
+    run.write_spec(spec.to_dict())
     own_cache = cache is None
     cache = cache or Cache()
-    summary: dict[str, Any] = {k: spec[k] for k in ("run_id", "model", "data", "options", "deviations",
-                                                      "profile", "seed", "versions", "threads", "allocator",
-                                                      "comptrust_version")}
-    if perturbation is not None:
-        summary["perturbation"] = spec["perturbation"]
-    summary["run_dir"] = str(run.root)
-    if moved is not None:
-        summary["superseded"] = str(moved)
-    summary["perspectives"] = {}
+    summary = RunSummary.from_spec(spec, run.root, moved)
     timing = Timing(backend)
     try:
         with Progress(quiet=quiet) as progress, batch_layout(backend, perturbation):
@@ -303,11 +299,10 @@ def evaluate(backend: Backend, perspectives: Sequence[str], data: DataSource, op
                     continue  # --scenarios selected nothing of this perspective
                 result, scored, gen_stats = _evaluate_one(perspective, backend, data, own, cache, progress,
                                                           perturbation)
-                entry = result.to_json()
-                entry["scorer"] = perspective.scorer_info(options)
-                entry["generation"] = gen_stats
-                entry["timing"] = timing.add_generation(gen_stats) | {"scoring": gen_stats.pop("scoring_seconds")}
-                timing.add("scoring", entry["timing"]["scoring"])
+                entry = PerspectiveEntry(
+                    result=result, scorer=perspective.scorer_info(options), options=asdict(own), generation=gen_stats,
+                    timing=timing.add_generation(gen_stats) | {"scoring": gen_stats.pop("scoring_seconds")})
+                timing.add("scoring", entry.timing["scoring"])
                 writing = time.perf_counter()
                 run.write_perspective(
                     perspective.name,
@@ -315,30 +310,31 @@ def evaluate(backend: Backend, perspectives: Sequence[str], data: DataSource, op
                                   "responses": s.responses} for s in scored],
                     scores=[{"sample": s.sample.to_json(), "responses": s.responses, "outcome": s.outcome}
                             for s in scored],
-                    result=entry,
+                    result=entry.to_dict(),
                 )
                 if divergence is not None and perspective.kind != "loglik":
                     with progress.status(f"{perspective.name}: divergence from dense (teacher forcing)"):
                         cost = divergence.after_perspective(backend, perspective.name, scored,
-                                                            run.perspective_dir(perspective.name), spec["model"])
+                                                            run.perspective_dir(perspective.name), spec.model)
                     if cost:
-                        entry["divergence"] = cost
-                summary["perspectives"][perspective.name] = entry
-                summary["data"] = data.describe()  # now with the commit the hub downloads resolved to
-                summary["finished"] = False
-                entry["timing"]["writing"] = time.perf_counter() - writing
-                timing.add("writing", entry["timing"]["writing"])
-                entry["timing"] = {k: round(v, 3) for k, v in entry["timing"].items()}
-                summary["timing"] = timing.summary()
-                run.write_summary(summary)  # after every perspective: nothing computed is lost
-        summary["finished"] = True
-        summary["timing"] = timing.summary()
-        run.write_summary(summary)
-        run.write_spec({**spec, "data": summary["data"]})
+                        entry.divergence = cost
+                summary.data = data.describe()  # now with the commit the hub downloads resolved to
+                summary.finished = False
+                entry.timing["writing"] = time.perf_counter() - writing
+                timing.add("writing", entry.timing["writing"])
+                entry.timing = {k: round(v, 3) for k, v in entry.timing.items()}
+                summary.perspectives[perspective.name] = entry.to_dict()
+                summary.timing = timing.summary()
+                run.write_summary(summary.to_dict())  # after every perspective: nothing computed is lost
+        summary.finished = True
+        summary.timing = timing.summary()
+        run.write_summary(summary.to_dict())
+        spec.data = summary.data
+        run.write_spec(spec.to_dict())
     finally:
         if own_cache:
             cache.close()
-    return summary
+    return summary.to_dict()
 
 
 def _evaluate_one(perspective: Perspective, backend: Backend, data: DataSource, options: EvalOptions,

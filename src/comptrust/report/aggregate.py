@@ -584,7 +584,7 @@ def build_table(run_dirs: list[Path], n_bootstrap: int = 500, seed: int = 0,
     shared = check_comparable(runs)
     bases = group_runs(runs)
     notes = [f"Run {r.path.name} did not finish; perspectives it had not reached show as missing."
-             for r in runs if r.summary.get("finished") is False]
+             for r in runs if r.summary.finished is False]
     notes += linked_notes + third_party_notes(bases)
     notes += mismatch_warnings(bases)
     notes += runtime_notes(bases) + gguf_fallback_notes(bases)
@@ -626,7 +626,7 @@ def build_table(run_dirs: list[Path], n_bootstrap: int = 500, seed: int = 0,
 def _data_kinds(runs: list[Run]) -> list[str]:
     kinds = []
     for run in runs:
-        data = run.summary.get("data")
+        data = run.summary.data
         kind = (data.get("kind") or data.get("source") or data.get("name")) if isinstance(data, dict) else data
         if kind is not None and str(kind) not in kinds:
             kinds.append(str(kind))

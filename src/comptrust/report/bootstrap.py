@@ -85,24 +85,38 @@ def eval_options(run: Run, perspective: Any = None) -> Any:
     """The run's ``EvalOptions`` (unknown keys from other versions are dropped).
 
     With ``perspective``: the options that perspective saw during the eval, i.e. only its own
-    ``--scenarios`` entries, without their ``name:`` prefix (``perspectives.base.options_for``).
+    ``--scenarios`` entries, without their ``name:`` prefix.  Its entry records them (``options``);
+    an entry written before that was recorded gets them derived from the run's options by the
+    runner's own function (``perspectives.base.options_for``).
     """
     from comptrust.errors import ConfigError
-    from comptrust.perspectives.base import EvalOptions, options_for
+    from comptrust.perspectives.base import options_for
+    from comptrust.run_record import recorded_options
 
-    raw = run.summary.get("options") or {}
-    names = {f.name for f in dataclasses.fields(EvalOptions)}
-    try:
-        options = EvalOptions(**{k: v for k, v in raw.items() if k in names})
-    except TypeError:
-        return EvalOptions()
-    if perspective is None or not options.scenarios:
+    options = _options_from(run.summary.options or {})
+    if perspective is None:
         return options
-    evaluated = list(run.summary.get("perspectives") or [perspective.name])
+    recorded = recorded_options(run.results.get(perspective.name))
+    if recorded is not None:
+        return _options_from(recorded)
+    if not options.scenarios:
+        return options
+    evaluated = list(run.summary.perspectives or [perspective.name])
     try:
         return options_for(perspective, options, evaluated) or options
     except ConfigError:
         return options
+
+
+def _options_from(raw: dict[str, Any]) -> Any:
+    """``EvalOptions`` from its recorded dict; keys another version wrote and this one lacks are dropped."""
+    from comptrust.perspectives.base import EvalOptions
+
+    names = {f.name for f in dataclasses.fields(EvalOptions)}
+    try:
+        return EvalOptions(**{k: v for k, v in raw.items() if k in names})
+    except TypeError:
+        return EvalOptions()
 
 
 def unit_key(perspective: Any, sample: Any) -> str:

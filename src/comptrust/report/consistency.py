@@ -22,7 +22,7 @@ _MODEL_KEYS = ("chat_template", "dtype", "backend", "kv_cache")
 
 
 def _data(run: Run) -> tuple[Any, Any]:
-    data = run.summary.get("data")
+    data = run.summary.data
     if not isinstance(data, dict):
         return (data, None)
     return (data.get("kind") or data.get("source"), data.get("revision") or data.get("resolved_revision"))
@@ -39,7 +39,7 @@ def _differences(run: Run, dense: Run) -> list[str]:
     if _data(run) != _data(dense):
         out.append(f"data source {_show(_data(run)[0])}@{_show(_data(run)[1])} vs "
                    f"{_show(_data(dense)[0])}@{_show(_data(dense)[1])}")
-    mine, theirs = run.summary.get("options") or {}, dense.summary.get("options") or {}
+    mine, theirs = run.summary.options or {}, dense.summary.options or {}
     for key in _OPTION_KEYS:
         if key == "seed" and run.is_dense:
             continue  # several dense runs with different evaluation seeds form one row on purpose

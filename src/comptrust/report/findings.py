@@ -211,7 +211,7 @@ def _drop_text(v: Variant, m: str) -> str:
 
 
 def _limit_of(v: Variant) -> int | None:
-    limits = [(r.summary.get("options") or {}).get("limit") for r in v.runs]
+    limits = [(r.summary.options or {}).get("limit") for r in v.runs]
     known = [x for x in limits if isinstance(x, int)]
     return max(known) if known else None
 

@@ -114,10 +114,10 @@ def _differences(v: Variant, rows: list[PaperRow]) -> list[str]:
     ours = v.runs[0].group_size
     if groups and isinstance(ours, int) and ours not in groups:
         notes.append(f"group size: ours {ours}, paper {', '.join(str(g) for g in sorted(groups))}")
-    kinds = {str((r.summary.get("data") or {}).get("kind")) for r in v.runs if isinstance(r.summary.get("data"), dict)}
+    kinds = {str((r.summary.data or {}).get("kind")) for r in v.runs if isinstance(r.summary.data, dict)}
     if "smoke" in kinds:
         notes.append("ours on the smoke suite, not the benchmark")
-    limits = {(r.summary.get("options") or {}).get("limit") for r in v.runs} - {None}
+    limits = {(r.summary.options or {}).get("limit") for r in v.runs} - {None}
     if limits:
         notes.append(f"ours on --limit {', '.join(str(x) for x in sorted(limits))} prompts per scenario")
     return notes

@@ -1,8 +1,12 @@
 """Reading run directories into what a report needs: scores, identity and efficiency of a model.
 
-Run folders come from different comptrust versions and machines, so every field
-read here is optional: a key that is absent becomes ``None`` (shown as missing),
-never a made-up default.
+A run folder's ``summary.json`` is read as a typed :class:`~comptrust.run_record.RunSummary`
+(a damaged one is a one-line error naming the file).  Its fields may be absent in a record
+another version wrote: an absent key becomes ``None`` (shown as missing), never a made-up default.
+The compression description is read from the one spelling each writer uses: comptrust's manifest
+(``comptrust.json``, docs/compression.md) and a downloaded checkpoint's record
+(compression/checkpoint.py, models.gguf_manifest) name method, bits, group size, sparsity, pattern,
+sizes and the base model alike.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from comptrust.compression.methods import compressor_class, methods
 from comptrust.errors import ConfigError, DataError
 from comptrust.noise import Perturbation
 from comptrust.registry import TRUST_PERSPECTIVES
+from comptrust.run_record import RunSummary, read_summary
 from comptrust.store.runs import RunDir
 from comptrust.types import ScoredSample, stable_hash
 
@@ -35,17 +40,6 @@ _DTYPE_BITS = {"float32": 32, "bfloat16": 16, "float16": 16, "float64": 64}
 _VOLATILE_KEYS = {"seed", "calibration_seed", "size_bytes", "wall_time_s", "time_s", "created", "created_at",
                   "timestamp", "versions", "library_versions", "output", "output_dir", "path", "fingerprint",
                   "model_hash", "hash", "host", "device"}
-
-
-def _first(mapping: dict[str, Any] | None, *keys: str) -> Any:
-    """The first present, non-None value among ``keys``."""
-    if not isinstance(mapping, dict):
-        return None
-    for key in keys:
-        value = mapping.get(key)
-        if value is not None:
-            return value
-    return None
 
 
 def method_name(method: str) -> str:
@@ -76,18 +70,26 @@ def normalise_pattern(value: Any) -> str | None:
 
 @dataclass
 class Run:
-    """One evaluated model: its summary, identity and (lazily) its scored samples."""
+    """One evaluated model: its summary, identity and (lazily) its scored samples.
+
+    ``summary`` may be given as the dict ``summary.json`` holds; it is read into a :class:`RunSummary`.
+    ``results`` maps a perspective to its entry (``summary.json``'s, or ``<perspective>/result.json``).
+    """
 
     path: Path
-    summary: dict[str, Any]
+    summary: RunSummary
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
     _scored: dict[str, list[ScoredSample]] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.summary, RunSummary):
+            self.summary = RunSummary.from_dict(self.summary, Path(self.path) / "summary.json")
 
     # ---- identity -------------------------------------------------------------------------
 
     @property
     def model(self) -> dict[str, Any]:
-        return self.summary.get("model") or {}
+        return self.summary.model or {}
 
     @property
     def manifest(self) -> dict[str, Any] | None:
@@ -112,19 +114,20 @@ class Run:
     @property
     def perturbation(self) -> Perturbation | None:
         """What this run changed to measure the noise floor of the run it replicates (None: a plain run)."""
-        return Perturbation.from_json(self.summary.get("perturbation"))
+        return Perturbation.from_json(self.summary.perturbation)
 
     @property
     def run_id(self) -> str:
-        return str(self.summary.get("run_id") or self.path.name)
+        return str(self.summary.run_id or self.path.name)
 
     @property
     def profile(self) -> str | None:
-        return self.summary.get("profile")
+        return self.summary.profile
 
     @property
     def model_name(self) -> str:
-        name = _first(self.model, "name", "id", "model", "path", "source")
+        """The backend's ``name`` (every backend but the test-only scripted one records one)."""
+        name = self.model.get("name")
         return str(name) if name is not None else self.run_id
 
     @property
@@ -136,23 +139,13 @@ class Run:
     @property
     def base_name(self) -> str:
         """The dense model this run derives from (itself when dense)."""
-        if self.manifest:
-            name = _first(self.base_info, "name", "path")
-            if name is None and isinstance(self.manifest.get("base_model"), str):
-                name = self.manifest["base_model"]
-            if name is not None:
-                return str(name)
-        return self.model_name
+        name = self.base_info.get("name") if self.manifest else None
+        return str(name) if name is not None else self.model_name
 
     def base_hashes(self) -> set[str]:
         """Content hashes of the dense weights: the reliable way to match dense and compressed runs."""
-        keys = {_first(self.model, "base_fingerprint")}
-        if self.manifest:
-            keys.add(_first(self.base_info, "weights_sha256", "fingerprint"))
-            keys.add(_first(self.manifest, "base_model_hash", "base_fingerprint"))
-        else:
-            keys.add(_first(self.model, "weights_sha256"))
-        return {str(k) for k in keys if k}
+        key = self.base_info.get("weights_sha256") if self.manifest else self.model.get("weights_sha256")
+        return {str(key)} if key else set()
 
     def base_names(self) -> set[str]:
         return {self.base_name.rstrip("/").split("/")[-1].lower()}
@@ -160,8 +153,8 @@ class Run:
     @property
     def seed(self) -> Any:
         if self.manifest:
-            return _first(self.manifest, "seed") if "seed" in self.manifest else _first(self._params, "seed")
-        return self.summary.get("seed")
+            return self.manifest["seed"] if "seed" in self.manifest else self._params.get("seed")
+        return self.summary.seed
 
     def config_key(self) -> str:
         """What defines the variant: the compression config without its seed (seeds are repeats)."""
@@ -189,14 +182,14 @@ class Run:
 
     @property
     def method(self) -> str | None:
-        return _first(self._params, "method", "compressor") if self.manifest else None
+        return self._params.get("method") if self.manifest else None
 
     @property
     def bits(self) -> float | None:
         if self.manifest is None:
             dtype = str(self.model.get("dtype") or "")
             return next((b for key, b in _DTYPE_BITS.items() if key in dtype), None)
-        return _first(self._params, "bits", "w_bits", "num_bits", "weight_bits")
+        return self._params.get("bits")
 
     @property
     def stored_bits(self) -> float | None:
@@ -219,34 +212,34 @@ class Run:
 
     @property
     def group_size(self) -> Any:
-        return _first(self._params, "group_size")
+        return self._params.get("group_size")
 
     @property
     def sparsity(self) -> float | None:
         """Target sparsity as a fraction (a manifest may write 50 or 0.5)."""
-        value = _first(self._params, "sparsity", "target_sparsity")
+        value = self._params.get("sparsity")
         if not isinstance(value, int | float):
             return None
         return value / 100 if value > 1 else float(value)
 
     @property
     def pattern(self) -> str | None:
-        return normalise_pattern(_first(self._params, "pattern", "mask_structure", "structure"))
+        return normalise_pattern(self._params.get("pattern"))
 
     @property
     def size_bytes(self) -> int | None:
         """Weights on disk: the manifest's measure, or the dense folder's weight files."""
         if self.manifest:
-            return _first(self.manifest, "weights_size_bytes", "size_bytes")
-        size = _first(self.model, "size_bytes", "weights_size_bytes")
-        if size is None and self.model.get("path") and Path(self.model["path"]).is_dir():
+            return self.manifest.get("weights_size_bytes")
+        size = None
+        if self.model.get("path") and Path(self.model["path"]).is_dir():
             files = [p for p in Path(self.model["path"]).iterdir() if p.suffix in (".safetensors", ".bin")]
             size = sum(p.stat().st_size for p in files) or None
         return size
 
     @property
     def compression_seconds(self) -> float | None:
-        return _first(self.manifest, "wall_time_s", "time_s") if self.manifest else None
+        return self.manifest.get("wall_time_s") if self.manifest else None
 
     def describe(self) -> str:
         """A short label such as ``GPTQ 4-bit g128``, ``Wanda 50% 2:4``, ``GGUF Q4_K_M`` or ``dense + KV int4``."""
@@ -256,14 +249,14 @@ class Run:
         method = str(self.method or "compressed")
         parts = [method_name(method)]
         if method == "gguf":
-            parts.append(str(_first(self._params, "gguf_type") or "?"))
+            parts.append(str(self._params.get("gguf_type") or "?"))
             if self.model.get("backend") == "hf":
                 parts.append("(dequantized, hf)")
             return " ".join(parts) + kv
         if method in methods("format"):  # the name already says its bits: no "8-bit" after "FP8"
             return " ".join(parts) + kv
         if method == "bitsandbytes":
-            kind = str(_first(self._params, "weight_type") or "")
+            kind = str(self._params.get("weight_type") or "")
             return " ".join([*parts, kind.upper() if kind in ("nf4", "fp4") else kind or f"{self.bits}-bit"]) + kv
         if self.bits is not None:
             parts.append(f"{self.bits:g}-bit")
@@ -349,14 +342,8 @@ def load_run(path: Path) -> Run:
     if not path.is_dir():
         raise ConfigError(f"run folder {path} does not exist", "pass folders written by 'comptrust eval'")
     rd = RunDir(path)
-    try:
-        summary = rd.read_summary()
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{rd.summary_path} is not valid JSON ({exc})", "re-run or repair that run") from exc
-    results: dict[str, dict[str, Any]] = {}
-    for name, res in (summary.get("perspectives") or {}).items():
-        if isinstance(res, dict):
-            results[name] = res
+    summary = read_summary(path)
+    results: dict[str, dict[str, Any]] = dict(summary.perspectives)
     for child in sorted(p for p in path.iterdir() if p.is_dir()):
         if child.name not in results and (child / "result.json").is_file():
             res = rd.read_result(child.name)
@@ -385,7 +372,7 @@ def linked_replicates(runs: list[Run]) -> tuple[list[Run], list[str]]:
     found: list[Run] = []
     notes: list[str] = []
     for run in runs:
-        link = run.summary.get("noise_floor")
+        link = run.summary.noise_floor
         if not isinstance(link, dict) or not isinstance(link.get("run_dir"), str):
             continue
         path = run.path.resolve().parent / Path(link["run_dir"]).name
@@ -420,7 +407,7 @@ def apply_pairs(runs: list[Run], pairs: dict[Path, Path]) -> None:
                               "put the compressed run before '=' and its dense model's run after it")
         base = {"name": dense.model_name, "weights_sha256": dense.model.get("weights_sha256"),
                 "given_by": "comptrust report --pair"}
-        variant.summary["model"] = with_declared_base(dict(variant.model), base)
+        variant.summary.model = with_declared_base(dict(variant.model), base)
 
 
 def check_comparable(runs: list[Run]) -> dict[str, Any]:

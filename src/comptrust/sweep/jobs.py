@@ -137,22 +137,24 @@ def evaluate_job(plan: Plan, state: SweepState, job: Job, backend: Backend, cach
 
 def merge_summary(plan: Plan, state: SweepState, artifact_id: str, last: dict[str, Any] | None = None) -> None:
     """One summary per artifact with every finished perspective (``evaluate`` writes one at a time)."""
+    from comptrust.run_record import RunSummary, read_spec, read_summary
     from comptrust.runner import run_id
 
     run = RunDir(state.run_dir(artifact_id))
     if last is None:
         if not run.summary_path.is_file():
             return
-        last = run.read_summary()
+        summary = read_summary(run.root)
+    else:
+        summary = RunSummary.from_dict(last, run.summary_path).copy()
     done = [p for p in plan.perspectives if state.done(Job(artifact_id, p))]
-    summary = dict(last)
-    summary["perspectives"] = {p: r for p in done if (r := run.read_result(p)) is not None}
-    summary["finished"] = len(done) == len(plan.perspectives)
-    summary["sweep"] = {"dir": str(plan.sweep_dir), "artifact": artifact_id, "planned": plan.perspectives}
+    summary.perspectives = {p: r for p in done if (r := run.read_result(p)) is not None}
+    summary.finished = len(done) == len(plan.perspectives)
+    summary.sweep = {"dir": str(plan.sweep_dir), "artifact": artifact_id, "planned": plan.perspectives}
     if run.spec_path.is_file():
-        spec = run.read_spec()
-        spec["perspectives"] = list(plan.perspectives)
-        spec["run_id"] = run_id(spec)
-        run.write_spec(spec)
-        summary["run_id"] = spec["run_id"]
-    run.write_summary(summary)
+        spec = read_spec(run.root)
+        spec.perspectives = list(plan.perspectives)
+        spec.run_id = run_id(spec)
+        run.write_spec(spec.to_dict())
+        summary.run_id = spec.run_id
+    run.write_summary(summary.to_dict())

@@ -9,7 +9,7 @@ import pytest
 from comptrust.api import evaluate
 from comptrust.backends.scripted import ScriptedBackend
 from comptrust.cli import main
-from comptrust.run_record import RecordError, RunSpec, RunSummary, read_summary
+from comptrust.store.record import RecordError, RunSpec, RunSummary, read_summary
 
 
 def _responder(row):

@@ -71,7 +71,7 @@ def evaluate_noise_floor(backend: Backend, summary: dict[str, Any], kind: str, p
     ``comptrust report`` finds it.  Returns the replicate's summary.
     """
     from comptrust.noise import perturbation_for, replicate_dir
-    from comptrust.run_record import read_summary
+    from comptrust.store.record import read_summary
 
     seed = int(kwargs.pop("seed", 0))
     kwargs.pop("divergence", None)

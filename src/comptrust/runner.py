@@ -28,10 +28,10 @@ from comptrust.noise import Perturbation, batch_layout, cache_model
 from comptrust.perspectives.base import EvalOptions, Perspective, check_profile, check_scenarios, options_for
 from comptrust.progress import Progress
 from comptrust.registry import get_perspective
-from comptrust.run_record import PerspectiveEntry, RunSpec, RunSummary
 from comptrust.runtime.allocator import allocator_info
 from comptrust.runtime.threads import threads_info
 from comptrust.store.cache import Cache, completion_key, loglik_key
+from comptrust.store.record import PerspectiveEntry, RunSpec, RunSummary
 from comptrust.store.runs import RunDir
 from comptrust.types import Completion, GenRow, PerspectiveResult, Sample, ScoredSample, stable_hash
 
@@ -267,7 +267,7 @@ def evaluate(backend: Backend, perspectives: Sequence[str], data: DataSource, op
              divergence: Any = None, base_model: dict[str, Any] | None = None,
              perturbation: Perturbation | None = None) -> dict[str, Any]:
     """Evaluate ``perspectives`` and write the run directory; returns the summary
-    (:meth:`comptrust.run_record.RunSummary.to_dict`, as ``summary.json`` has it).
+    (:meth:`comptrust.store.record.RunSummary.to_dict`, as ``summary.json`` has it).
 
     ``divergence``: a :class:`comptrust.divergence.DivergencePlan` (``--divergence``,
     ``--divergence-from``), run after each generating perspective is written.

@@ -91,7 +91,7 @@ def eval_options(run: Run, perspective: Any = None) -> Any:
     """
     from comptrust.errors import ConfigError
     from comptrust.perspectives.base import options_for
-    from comptrust.run_record import recorded_options
+    from comptrust.store.record import recorded_options
 
     options = _options_from(run.summary.options or {})
     if perspective is None:

@@ -1,6 +1,6 @@
 """Reading run directories into what a report needs: scores, identity and efficiency of a model.
 
-A run folder's ``summary.json`` is read as a typed :class:`~comptrust.run_record.RunSummary`
+A run folder's ``summary.json`` is read as a typed :class:`~comptrust.store.record.RunSummary`
 (a damaged one is a one-line error naming the file).  Its fields may be absent in a record
 another version wrote: an absent key becomes ``None`` (shown as missing), never a made-up default.
 The compression description is read from the one spelling each writer uses: comptrust's manifest
@@ -23,7 +23,7 @@ from comptrust.compression.methods import compressor_class, methods
 from comptrust.errors import ConfigError, DataError
 from comptrust.noise import Perturbation
 from comptrust.registry import TRUST_PERSPECTIVES
-from comptrust.run_record import RunSummary, read_summary
+from comptrust.store.record import RunSummary, read_summary
 from comptrust.store.runs import RunDir
 from comptrust.types import ScoredSample, stable_hash
 

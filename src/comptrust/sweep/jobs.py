@@ -137,8 +137,8 @@ def evaluate_job(plan: Plan, state: SweepState, job: Job, backend: Backend, cach
 
 def merge_summary(plan: Plan, state: SweepState, artifact_id: str, last: dict[str, Any] | None = None) -> None:
     """One summary per artifact with every finished perspective (``evaluate`` writes one at a time)."""
-    from comptrust.run_record import RunSummary, read_spec, read_summary
     from comptrust.runner import run_id
+    from comptrust.store.record import RunSummary, read_spec, read_summary
 
     run = RunDir(state.run_dir(artifact_id))
     if last is None:

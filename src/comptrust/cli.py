@@ -14,6 +14,9 @@ from collections.abc import Sequence
 
 from comptrust import __version__
 from comptrust.errors import ComptrustError
+from comptrust.progress import route_library_bars
+from comptrust.runtime.allocator import keep_freed_memory
+from comptrust.runtime.threads import apply_threads, start_busy_sample
 
 COMMANDS = [
     "comptrust.commands.eval",
@@ -46,8 +49,6 @@ def quiet_libraries() -> None:
     """Keep library chatter (load bars, tokenizer notices) out of comptrust's own output."""
     import os
 
-    from comptrust.progress import route_library_bars
-
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -55,17 +56,12 @@ def quiet_libraries() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from comptrust.runtime.threads import start_busy_sample
-
     start_busy_sample()  # the imports below fill the window in which other jobs' CPU use is measured
     quiet_libraries()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         if hasattr(args, "threads"):  # commands that compute with torch declare --threads
-            from comptrust.runtime.allocator import keep_freed_memory
-            from comptrust.runtime.threads import apply_threads
-
             apply_threads(args.threads)
             keep_freed_memory()
         return int(args.func(args) or 0)

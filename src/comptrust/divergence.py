@@ -40,7 +40,10 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from comptrust.backends.hf.cpu_attention import cpu_attention
+from comptrust.chat import prompt_token_ids, render
 from comptrust.errors import ConfigError, DataError
+from comptrust.store.files import atomic_write_json
 
 TOP_K = 20  # vLLM's default max_logprobs; OpenAI's own API allows 5
 DEFAULT_MAX_RESPONSES = 100
@@ -116,8 +119,6 @@ def hf_teacher_force(model: Any, requests: list[ForceRequest], k: int) -> list[F
     import inspect
 
     import torch
-
-    from comptrust.backends.hf.cpu_attention import cpu_attention
 
     keeps = "logits_to_keep" in inspect.signature(model.forward).parameters
     device = next(model.parameters()).device
@@ -246,8 +247,6 @@ class DivergencePlan:
     def after_perspective(self, backend: Any, name: str, scored: Sequence[Any], folder: Path,
                           model_info: dict[str, Any]) -> dict[str, Any] | None:
         """Write this perspective's reference and/or comparison; what it cost (for the summary)."""
-        from comptrust.store.files import atomic_write_json
-
         out: dict[str, Any] = {}
         if self.reference:
             ref = build_reference(backend, scored, self.max_responses, self.top_k, model_info)
@@ -269,8 +268,6 @@ class DivergencePlan:
 
 def check_tokenization(tokenizer: Any, ref: dict[str, Any], name: str) -> None:
     """Teacher forcing compares models on the same ids: the variant's tokenizer must produce them."""
-    from comptrust.chat import prompt_token_ids
-
     vocab = len(tokenizer)
     for row in ref.get("responses", []):
         prompt = prompt_token_ids(row["prompt_text"], ref["chat_template"], tokenizer)
@@ -285,8 +282,6 @@ def check_tokenization(tokenizer: Any, ref: dict[str, Any], name: str) -> None:
 def build_reference(backend: Any, scored: Sequence[Any], max_responses: int, k: int,
                     model_info: dict[str, Any]) -> dict[str, Any]:
     """The dense model's top-``k`` log-probabilities at every token of its own responses."""
-    from comptrust.chat import prompt_token_ids, render
-
     tokenizer = _tokenizer_of(backend, "reference")
     template = getattr(backend, "chat_template", "model")
     rows, requests = [], []

@@ -26,7 +26,15 @@ from typing import Any
 from comptrust.backends.base import OnResult, encode_pair
 from comptrust.backends.sampling import SAMPLER, RowSampler
 from comptrust.chat import choose_template, prompt_token_ids, render
+from comptrust.divergence import from_log_softmax
 from comptrust.errors import BackendError, ConfigError
+from comptrust.gguf.header import describe_gguf
+from comptrust.gguf.record import gguf_manifest
+from comptrust.gguf.tokenizer import gguf_hf_tokenizer
+from comptrust.gguf.tools import package_version
+from comptrust.model_files import weights_fingerprint
+from comptrust.models import resolve_gguf
+from comptrust.runtime.quiet import quiet_transformers
 from comptrust.types import Completion, GenRow
 
 DEFAULT_BATCH = 8
@@ -47,8 +55,6 @@ def import_llama_cpp() -> Any:
 
 def gguf_fingerprint(path: Path) -> str:
     """SHA-256 of the GGUF file's bytes (the folder fingerprint's cache covers GGUF files too)."""
-    from comptrust.model_files import weights_fingerprint
-
     return weights_fingerprint(path.parent, only=path.name)
 
 
@@ -61,7 +67,6 @@ class LlamaCppBackend:
                  batch_size: int | None = None, threads: int | None = None, source: str = "gguf") -> None:
         chat_template, self.chat_template_warning = choose_template(chat_template, tokenizer)  # raw if none
         llama_cpp = import_llama_cpp()
-        from comptrust.gguf.header import describe_gguf
 
         self.llama_cpp = llama_cpp
         self.gguf = gguf
@@ -91,17 +96,12 @@ class LlamaCppBackend:
     def from_spec(cls, spec: str, batch_size: int | None = None, chat_template: str | None = None,
                   threads: int | None = None, allow_pickle: bool = False) -> LlamaCppBackend:
         """``spec``: a .gguf file, a comptrust GGUF artifact folder, or the demo alias (its Q4_1 GGUF)."""
-        from comptrust.models import resolve_gguf
-
         gguf, label, source = resolve_gguf(spec)
         return cls(gguf, load_tokenizer(gguf), label, chat_template or "model", batch_size, threads, source)
 
     # ---- protocol ---------------------------------------------------------------------
 
     def info(self) -> dict[str, Any]:
-        from comptrust.gguf.record import gguf_manifest
-        from comptrust.gguf.tools import package_version
-
         return {
             "backend": self.name, "fingerprint": self.fingerprint, "name": self.label, "path": str(self.gguf),
             "source": self.source, "weights_sha256": self.weights_hash, "chat_template": self.chat_template,
@@ -164,8 +164,6 @@ class LlamaCppBackend:
     def teacher_force(self, requests: list[Any], k: int) -> list[Any]:
         """Top-``k`` and requested log-probabilities at each response token, from llama.cpp's full logits."""
         import torch
-
-        from comptrust.divergence import from_log_softmax
 
         too_long = [len(r.ids) for r in requests if len(r.ids) > self.n_ctx_train]
         if too_long:
@@ -310,16 +308,12 @@ def load_tokenizer(gguf: Path) -> Any:
     """The Hugging Face tokenizer for ``gguf``: the files beside it, else rebuilt from its metadata."""
     from transformers import AutoTokenizer
 
-    from comptrust.runtime.quiet import quiet_transformers
-
     quiet_transformers()
     folder = gguf.parent
     try:
         if (folder / "tokenizer_config.json").is_file() or (folder / "tokenizer.json").is_file():
             tokenizer = AutoTokenizer.from_pretrained(folder)
         else:
-            from comptrust.gguf.tokenizer import gguf_hf_tokenizer
-
             # transformers converts a Gemma vocabulary wrongly; comptrust rebuilds it (gguf/tokenizer.py)
             tokenizer = gguf_hf_tokenizer(gguf) or AutoTokenizer.from_pretrained(folder, gguf_file=gguf.name)
             _eos_from_metadata(tokenizer, gguf)

@@ -22,6 +22,7 @@ from typing import Any
 
 from comptrust.backends.base import OnResult
 from comptrust.chat import collapse
+from comptrust.divergence import from_top_dicts
 from comptrust.errors import BackendError, ConfigError, error_message, retry_after_seconds
 from comptrust.types import Completion, GenRow, Message, stable_hash
 
@@ -295,8 +296,6 @@ class OpenAIBackend:
         with vLLM's ``return_tokens_as_token_ids``; dense top-K tokens outside those are merged into
         the rest cell.  OpenAI's own API allows at most 5 and no token ids: it cannot do this.
         """
-        from comptrust.divergence import from_top_dicts
-
         def one(request: Any) -> Any:
             body = {"model": self.model, "prompt": list(request.ids), "max_tokens": 1, "temperature": 0.0,
                     "logprobs": k, "echo": True, "return_tokens_as_token_ids": True}

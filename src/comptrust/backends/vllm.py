@@ -21,6 +21,7 @@ from typing import Any
 
 from comptrust.backends.base import OnResult, encode_pair
 from comptrust.chat import choose_template, prompt_token_ids, render
+from comptrust.divergence import from_top_dicts
 from comptrust.errors import BackendError, ConfigError
 from comptrust.model_files import weights_fingerprint
 from comptrust.models import ModelRef, resolve_model
@@ -175,7 +176,6 @@ class VLLMBackend:
         rest cell (``divergence.coarse_kl``), and the comparison says so.
         """
         vllm = import_vllm()
-        from comptrust.divergence import from_top_dicts
 
         params = vllm.SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=k)
         outputs = self.llm.generate([{"prompt_token_ids": list(r.ids)} for r in requests], params, use_tqdm=False)

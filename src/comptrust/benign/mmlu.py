@@ -35,6 +35,7 @@ from comptrust.backends.base import LoglikelihoodBackend
 from comptrust.data.source import DataSource
 from comptrust.errors import BackendError, DataError
 from comptrust.perspectives.base import EvalOptions, Perspective, check_profile, mean
+from comptrust.store.paths import comptrust_home
 from comptrust.types import PerspectiveResult, Sample, ScoredSample
 
 SUBJECTS: tuple[str, ...] = (
@@ -121,8 +122,6 @@ def hub_rows(revision: str = HUB_REVISION) -> tuple[list[dict[str, Any]], dict[s
     """Test + dev rows of ``cais/mmlu`` (parquet, never pickle) and what was downloaded."""
     import pyarrow.parquet as pq
     from huggingface_hub import hf_hub_download
-
-    from comptrust.store.paths import comptrust_home
 
     rows: list[dict[str, Any]] = []
     resolved = None

@@ -7,6 +7,8 @@ import json
 import sys
 from typing import Any
 
+from comptrust.errors import ConfigError
+from comptrust.noise import Perturbation
 from comptrust.perspectives.base import DEFAULT_PROFILE, PROFILES
 
 
@@ -33,8 +35,6 @@ def add_profile(parser: argparse.ArgumentParser) -> None:
 
 def parse_key_values(items: list[str] | None) -> dict[str, Any]:
     """``--option key=value`` pairs; values are JSON when they parse as JSON, else strings."""
-    from comptrust.errors import ConfigError
-
     out: dict[str, Any] = {}
     for item in items or []:
         if "=" not in item:
@@ -65,8 +65,6 @@ def print_summary(summary: dict[str, Any], quiet: bool) -> None:
     if data.get("kind") == "smoke":
         caption += " (SMOKE SUITE: checks the pipeline, not the benchmark)"
     if summary.get("perturbation"):
-        from comptrust.noise import Perturbation
-
         rerun = Perturbation.from_json(summary["perturbation"])
         caption += f" · noise-floor rerun ({rerun.describe() if rerun else 'perturbed'})"
     table = Table(title=title, caption=caption)

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from comptrust.commands._common import common_parser
+from comptrust.store.paths import cache_db_path
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -64,7 +65,6 @@ def run_clear(args: argparse.Namespace) -> int:
 
 def run_check(args: argparse.Namespace) -> int:
     """Exit 0 when the cache is healthy (or absent), 1 when it is damaged, foreign or not a database."""
-    from comptrust.store.paths import cache_db_path
     from comptrust.store.repair import check_cache
 
     result = check_cache(cache_db_path())
@@ -93,7 +93,6 @@ def run_check(args: argparse.Namespace) -> int:
 
 
 def run_recover(args: argparse.Namespace) -> int:
-    from comptrust.store.paths import cache_db_path
     from comptrust.store.repair import check_cache, recover_cache
 
     path = cache_db_path()

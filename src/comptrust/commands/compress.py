@@ -6,7 +6,11 @@ import argparse
 import sys
 
 from comptrust.commands._common import add_threads, common_parser
+from comptrust.commands.inspect import describe
+from comptrust.compression import compress_model, load_manifest
+from comptrust.compression.config import make_config
 from comptrust.compression.methods import PAPER_FAMILIES, family_of, methods
+from comptrust.progress import Progress
 
 
 def _takes(option: str, families: tuple[str, ...] | None = None) -> str:
@@ -65,12 +69,8 @@ PARAMS = ("bits", "group_size", "symmetric", "act_order", "damp", "sparsity", "p
 
 
 def run(args: argparse.Namespace) -> int:
-    from comptrust.compression import compress_model, load_manifest
-    from comptrust.compression.config import make_config
-
     params = {name: getattr(args, name) for name in PARAMS if getattr(args, name) is not None}
     make_config(args.method, **params)  # one-line errors before any heavy import
-    from comptrust.progress import Progress
 
     log = None if args.quiet else (lambda msg: print(f"comptrust: {msg}", file=sys.stderr))
     with Progress(quiet=args.quiet):  # library bars (GGUF, quantization, saving) show as its rows
@@ -78,7 +78,6 @@ def run(args: argparse.Namespace) -> int:
     if args.quiet:
         print(out)
         return 0
-    from comptrust.commands.inspect import describe
 
     print(describe(load_manifest(out), out))
     return 0

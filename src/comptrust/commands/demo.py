@@ -13,6 +13,10 @@ import argparse
 from pathlib import Path
 
 from comptrust.commands._common import add_threads, common_parser, print_summary
+from comptrust.commands.report import write_report_whole
+from comptrust.compression import compress_model
+from comptrust.progress import Progress
+from comptrust.registry import TRUST_PERSPECTIVES, available_perspectives
 
 DEMO_SAMPLES = 2  # sampled scenarios draw 2 instead of 25 completions per prompt
 DEMO_MAX_NEW_TOKENS = 48  # a cap; classification scenarios already ask for <= 20
@@ -33,8 +37,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from comptrust import api
     from comptrust.models import DEMO_ALIAS
-    from comptrust.progress import Progress
-    from comptrust.registry import TRUST_PERSPECTIVES, available_perspectives
 
     out = Path(args.out or "comptrust-runs/demo")
     names = [p for p in (*TRUST_PERSPECTIVES, "mmlu") if p in available_perspectives()]
@@ -43,8 +45,6 @@ def run(args: argparse.Namespace) -> int:
         f"{DEMO_SAMPLES} samples per sampled prompt, at most {DEMO_MAX_NEW_TOKENS} new tokens.")
     models = [("dense", DEMO_ALIAS)]
     if not args.no_compress:
-        from comptrust.compression import compress_model
-
         say("compressing: 4-bit round-to-nearest (rtn), group size auto ...")
         with Progress(quiet=args.quiet):  # library bars (GGUF, quantization) show as its rows
             artifact = compress_model(DEMO_ALIAS, DEMO_COMPRESSION["method"], out / "models" / "rtn-w4",
@@ -69,8 +69,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _write_report(run_dirs: list[Path], out: Path, quiet: bool) -> None:
-    from comptrust.commands.report import write_report_whole
-
     paths = write_report_whole(run_dirs, out)
     if not quiet:
         print(f"report: {paths.get('html', paths)}")

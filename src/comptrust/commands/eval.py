@@ -7,8 +7,10 @@ import argparse
 from comptrust.backends.base import KV_CACHE_CHOICES
 from comptrust.chat import TEMPLATES
 from comptrust.commands._common import add_profile, add_threads, common_parser, parse_key_values, print_summary
+from comptrust.errors import ConfigError
 from comptrust.noise import KINDS
-from comptrust.registry import PERSPECTIVES, TRUST_PERSPECTIVES
+from comptrust.progress import Progress
+from comptrust.registry import PERSPECTIVES, TRUST_PERSPECTIVES, available_perspectives
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -72,9 +74,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def selected_perspectives(spec: str, benign: str | None) -> list[str]:
-    from comptrust.errors import ConfigError
-    from comptrust.registry import available_perspectives
-
     names = [n.strip() for n in spec.split(",") if n.strip()]
     if names == ["all"]:
         names = [n for n in TRUST_PERSPECTIVES if n in available_perspectives()]
@@ -93,21 +92,16 @@ def selected_perspectives(spec: str, benign: str | None) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     from comptrust import api
-    from comptrust.progress import Progress
 
     perspectives = selected_perspectives(args.perspectives, args.benign)
     base_model = api.declare_base_model(args.base_model) if args.base_model else None  # before loading gigabytes
     extra = parse_key_values(args.option)
     extra.setdefault("toxicity_scorer", args.toxicity_scorer)
     if args.limit is not None and args.limit < 1:
-        from comptrust.errors import ConfigError
-
         raise ConfigError(f"--limit must be at least 1 (got {args.limit})", "omit --limit to use every record")
     server = {k: getattr(args, k) for k in ("base_url", "api_key_env", "concurrency", "timeout")
               if getattr(args, k) is not None}
     if server and args.backend != "openai":
-        from comptrust.errors import ConfigError
-
         raise ConfigError(f"--{next(iter(server)).replace('_', '-')} applies to --backend openai only",
                           "add --backend openai, or drop the server options")
     if args.backend == "openai":
@@ -117,8 +111,6 @@ def run(args: argparse.Namespace) -> int:
         hf_only = {"dtype": args.dtype} if args.dtype and args.backend == "hf" else {}
         if args.kv_cache not in (None, "none"):
             if args.backend != "hf":
-                from comptrust.errors import ConfigError
-
                 raise ConfigError(f"--kv-cache applies to --backend hf, not {args.backend}",
                                   "drop --kv-cache, or evaluate with --backend hf")
             hf_only["kv_cache"] = args.kv_cache
@@ -136,8 +128,6 @@ def run(args: argparse.Namespace) -> int:
                                     max_responses=(DEFAULT_MAX_RESPONSES if args.divergence_responses is None
                                                    else args.divergence_responses))
     elif args.divergence_responses is not None:
-        from comptrust.errors import ConfigError
-
         raise ConfigError("--divergence-responses applies with --divergence", "add --divergence, or drop it")
     settings = {"data_dir": args.data_dir, "smoke": args.smoke, "hub_revision": args.hub_revision,
                 "limit": args.limit, "samples": args.samples, "seed": args.seed, "profile": args.profile,

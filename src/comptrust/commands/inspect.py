@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from comptrust.commands._common import common_parser
+from comptrust.compression.base import artifact_files_problem, missing_manifest_fields, read_manifest
 
 UNKNOWN = "?"  # printed for a field the manifest lacks; the 'missing' line names them all
 
@@ -25,8 +26,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from comptrust.compression.base import artifact_files_problem, missing_manifest_fields, read_manifest
-
     folder = Path(args.dir).expanduser()
     manifest = read_manifest(folder)
     missing = missing_manifest_fields(manifest)
@@ -60,8 +59,6 @@ def _v(value: Any) -> Any:
 def describe(m: dict[str, Any], path: Path, missing: list[str] | None = None, files: str | None = None,
              verified: bool = False) -> str:
     """A short human summary of a manifest; absent fields show as '?' and are named on a 'missing' line."""
-    from comptrust.compression.base import missing_manifest_fields
-
     missing = missing_manifest_fields(m) if missing is None else missing
     base = m.get("base_model") if isinstance(m.get("base_model"), dict) else {}
     raw_params = m.get("params") if isinstance(m.get("params"), dict) else {}

@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from comptrust.commands._common import common_parser
+from comptrust.errors import ConfigError
 from comptrust.report import DEFAULT_BOOTSTRAP
+from comptrust.store.files import staged_entries
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -38,8 +40,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def parse_pairs(values: list[str]) -> dict[Path, Path]:
     """``VARIANT_RUN=DENSE_RUN`` strings -> {variant folder: dense folder}."""
-    from comptrust.errors import ConfigError
-
     pairs: dict[Path, Path] = {}
     for value in values:
         variant, sep, dense = value.partition("=")
@@ -54,7 +54,6 @@ def write_report_whole(run_dirs: list[Path], out: Path, **options: Any) -> dict[
     """``write_report`` into a staging folder, moved into ``out`` when complete: a report killed
     half way leaves the previous one whole, never new figures beside an old report.html."""
     from comptrust.report.build import write_report
-    from comptrust.store.files import staged_entries
 
     with staged_entries(out) as staged:
         paths = write_report(run_dirs, staged, **options)

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from comptrust.commands._common import add_profile, common_parser, parse_key_values
+from comptrust.perspectives.base import EvalOptions
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -22,7 +23,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from comptrust.perspectives.base import EvalOptions
     from comptrust.scoring import read_response_lines, score_lines
 
     extra = parse_key_values(args.option)

@@ -7,6 +7,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from comptrust.commands._common import common_parser
+from comptrust.errors import ComptrustError
 
 if TYPE_CHECKING:
     from comptrust.sweep.plan import Plan
@@ -70,7 +71,6 @@ def run(args: argparse.Namespace) -> int:
 
 def compress_only(plan: Plan, quiet: bool = False) -> int:
     """Materialize every compressed artifact of the plan; a failing one is reported and the rest go on."""
-    from comptrust.errors import ComptrustError
     from comptrust.sweep.jobs import materialize
 
     failed = 0

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from comptrust.compression.base import Compressor
 from comptrust.compression.config import CompressionConfig
-from comptrust.compression.engine import ignore_list, run_oneshot, weight_scheme
+from comptrust.compression.engine import _quiet_env, ignore_list, run_oneshot, weight_scheme
 
 if TYPE_CHECKING:
     import torch
@@ -46,8 +46,6 @@ def _own_mappings() -> dict[str, list[Any]]:
 
 def awq_mappings(architecture: str) -> list[Any] | None:
     """AWQ's layer mappings for ``architecture``: llm-compressor's own, else comptrust's, else None."""
-    from comptrust.compression.engine import _quiet_env
-
     _quiet_env()
     from llmcompressor.modifiers.transform.awq import AWQ_MAPPING_REGISTRY
 

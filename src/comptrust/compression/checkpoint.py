@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from comptrust.errors import ModelError
+from comptrust.errors import ConfigError, ModelError
 from comptrust.model_files import weights_fingerprint
 
 THIRD_PARTY = "third party"
@@ -303,8 +303,6 @@ def with_declared_base(model_info: dict[str, Any], base: dict[str, Any] | None) 
     served elsewhere) becomes a variant of that base, of unknown method.  A comptrust artifact already
     records its base by hash: naming another one is an error, naming the same one changes nothing.
     """
-    from comptrust.errors import ConfigError
-
     if base is None:
         return model_info
     info = dict(model_info)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from comptrust.compression.base import IGNORE
 from comptrust.compression.config import CompressionConfig
+from comptrust.compression.moe import ROUTER_IGNORE
 
 if TYPE_CHECKING:
     import torch
@@ -89,6 +90,4 @@ def _awq_cpu_without_pinning() -> Iterator[None]:
 
 def ignore_list() -> list[str]:
     """Layers llm-compressor must leave alone (a copy, since modifiers may keep it): lm_head and MoE routers."""
-    from comptrust.compression.moe import ROUTER_IGNORE
-
     return list(IGNORE) + list(ROUTER_IGNORE)

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from comptrust.compression.base import Compressor
 from comptrust.compression.config import CompressionConfig
+from comptrust.compression.engine import _quiet_env
+from comptrust.errors import ConfigError
 
 if TYPE_CHECKING:
     import torch
@@ -66,14 +68,11 @@ def linearize_experts(model: torch.nn.Module) -> None:
     """
     if not any(p.dim() == 3 for p in model.parameters()):  # no fused experts (every dense model)
         return
-    from comptrust.compression.engine import _quiet_env
 
     _quiet_env()
     try:
         from llmcompressor.modeling.moe.linearize import get_non_linearized_moes, linearize_moe
     except ImportError:
-        from comptrust.errors import ConfigError
-
         raise ConfigError("pruning a mixture-of-experts model needs llm-compressor (it splits the fused experts)",
                           "compress in the main environment (make install)") from None
     if get_non_linearized_moes(model):
@@ -93,7 +92,6 @@ class MagnitudeCompressor(Compressor):
         import torch
 
         from comptrust.compression.measure import target_linears  # imports torch: not at class lookup
-        from comptrust.errors import ConfigError
 
         assert config.sparsity is not None
         linearize_experts(model)

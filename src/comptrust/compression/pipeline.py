@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from comptrust.compression.awq import awq_mappings
 from comptrust.compression.base import (
     MANIFEST_NAME,
     MANIFEST_VERSION,
@@ -25,9 +26,15 @@ from comptrust.compression.base import (
     load_manifest,
     write_manifest,
 )
+from comptrust.compression.calibration import build_calibration, source_fingerprint
 from comptrust.compression.config import CompressionConfig, make_config
+from comptrust.compression.engine import _quiet_env
+from comptrust.compression.formats import describe_format
+from comptrust.compression.gguf import GGUFCompressor, copy_tokenizer
 from comptrust.compression.methods import compressor_class, family_of
+from comptrust.compression.moe import expert_save_names
 from comptrust.errors import ConfigError, DataError, ModelError
+from comptrust.gguf.header import describe_gguf, gguf_in
 from comptrust.store.files import building, exclusive, remove_leftovers
 from comptrust.store.paths import comptrust_home
 from comptrust.types import stable_hash
@@ -108,14 +115,10 @@ def check_architecture(base: Path, method: str, compression: CompressionConfig |
         raise ModelError(f"unsupported architecture {arch or config.get('model_type')!r}: comptrust compresses "
                          "decoder-only causal LMs", "pass a *ForCausalLM model such as Llama, Mistral or Qwen2")
     if method == "awq":
-        from comptrust.compression.awq import awq_mappings
-
         if awq_mappings(arch) is None:
             raise ModelError(f"AWQ has no layer mappings for {arch} in llm-compressor or comptrust",
                              "use gptq or rtn for this model")
     if method == "w8a8" and compression is not None and (compression.smoothing or 0) > 0:
-        from comptrust.compression.engine import _quiet_env
-
         _quiet_env()
         from llmcompressor.modifiers.transform.smoothquant.utils import MAPPINGS_REGISTRY
 
@@ -184,8 +187,6 @@ def artifact_key(base: Path, config: CompressionConfig) -> str:
             tok.update(name.encode() + b"\0" + (base / name).read_bytes())
     data = None
     if config.calib is not None:
-        from comptrust.compression.calibration import source_fingerprint
-
         data = source_fingerprint(config.calib)
     return stable_hash({"weights": weights_fingerprint(base), "tokenizer": tok.hexdigest()[:16],
                         "config": config.to_json(), "calibration_text": data,
@@ -287,7 +288,6 @@ def run_compression(base: Path, config: CompressionConfig, say: Callable[[str], 
     """Load ``base`` and compress it in memory (nothing is written)."""
     import torch
 
-    from comptrust.compression.calibration import build_calibration
     from comptrust.compression.measure import dense_modules, layer_sizes, resolve_group_size, sparsity_report
     say = say or (lambda _msg: None)
     compressor = compressor_class(config.method)()
@@ -324,7 +324,6 @@ def run_compression(base: Path, config: CompressionConfig, say: Callable[[str], 
 def save_artifact(result: InMemory, out: Path, base: Path, key: str) -> None:
     """Write the HF folder (compressed-tensors when quantized) and its manifest into ``out``."""
     from comptrust.compression.measure import dir_size, storage_report, weights_size
-    from comptrust.compression.moe import expert_save_names
 
     dtype = str(result.model.dtype).removeprefix("torch.")
     expert_save_names(result.model)  # Mixtral's per-expert tensors under its checkpoints' names (w1/w2/w3)
@@ -380,9 +379,7 @@ def artifact_manifest(base: Path, key: str, config: CompressionConfig, params: d
 def save_gguf_artifact(base: Path, config: CompressionConfig, out: Path, key: str,
                        say: Callable[[str], None]) -> None:
     """``--method gguf``: the .gguf file, the base tokenizer beside it, and the manifest."""
-    from comptrust.compression.gguf import GGUFCompressor, copy_tokenizer
     from comptrust.compression.measure import dir_size
-    from comptrust.gguf.header import describe_gguf, gguf_in
 
     start = time.perf_counter()
     facts = GGUFCompressor().write(base, config, out, say)
@@ -402,8 +399,6 @@ def save_gguf_artifact(base: Path, config: CompressionConfig, out: Path, key: st
 
 def _format_block(config: CompressionConfig) -> dict[str, Any]:
     """``quantized_format``: what a deployed format quantizes and which runtime its numbers stand for."""
-    from comptrust.compression.formats import describe_format
-
     if family_of(config.method) not in ("format", "file"):
         return {}
     return {"quantized_format": describe_format(config.method, config.gguf_type)}

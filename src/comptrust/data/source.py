@@ -17,6 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
 
+from comptrust import __version__
 from comptrust.data.records import located
 from comptrust.errors import DataError
 from comptrust.store.paths import comptrust_home
@@ -98,8 +99,6 @@ class SmokeSuite(LocalFolder):
         super().__init__(root=root, kind="smoke")
 
     def describe(self) -> dict[str, Any]:
-        from comptrust import __version__
-
         return {"kind": "smoke", "root": str(self.root), "revision": f"comptrust-{__version__}",
                 "note": "comptrust smoke suite: tiny hand-written sets, not the DecodingTrust benchmark"}
 

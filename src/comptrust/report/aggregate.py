@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from comptrust.errors import DataError
+from comptrust.registry import get_perspective
 from comptrust.report import bootstrap
 from comptrust.report.bootstrap import BootstrapResult, bootstrap_perspective, degenerate_counts, eval_options, interval
 from comptrust.report.consistency import mismatch_warnings
@@ -302,8 +303,6 @@ def group_runs(runs: list[Run]) -> list[Base]:
 def run_views(run: Run, measure: str) -> tuple[dict[str, float] | None, HealthCounts | None]:
     """Answered-only score and degenerate share of one run's measure (from its scores.jsonl), and its
     degenerate responses by kind; ``(None, None)`` without per-sample scores."""
-    from comptrust.registry import get_perspective
-
     try:
         scored = run.scored(measure)
     except DataError:

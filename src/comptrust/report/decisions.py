@@ -29,6 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from comptrust.registry import get_perspective
 from comptrust.report.runs import MEASURES
 
 if TYPE_CHECKING:
@@ -103,7 +104,6 @@ def set_test_df(bases: list[Base]) -> None:
     can stay put while the agreement share moves) and the perspective's verdict is its outcome
     (``verdict_is_outcome``; not toxicity's continuous values).  Elsewhere units - strata stay.
     """
-    from comptrust.registry import get_perspective
     from comptrust.report.flips import measure_flips
 
     for base in bases:

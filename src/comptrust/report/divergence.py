@@ -22,9 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from comptrust.divergence import RESULT_FILE
+from comptrust.divergence import EXACT, RESULT_FILE
 from comptrust.errors import DataError
 from comptrust.report.bootstrap import interval
+from comptrust.report.paper import COLUMNS
 from comptrust.report.runs import MEASURES, Run
 
 MMLU = "mmlu"
@@ -211,9 +212,6 @@ def _kl_text(value: float | None) -> str:
 
 def formatted(entry: dict[str, Any] | None) -> dict[str, Any] | None:
     """What the templates show of one base's divergence section (text only)."""
-    from comptrust.divergence import EXACT
-    from comptrust.report.paper import COLUMNS
-
     if entry is None:
         return None
     rows = []

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from comptrust.registry import get_perspective
 from comptrust.report.aggregate import Base, Variant
 from comptrust.report.flips import flip_kind, flip_label
 from comptrust.report.runs import MEASURES, Run
@@ -57,8 +58,6 @@ def _responses(responses: list[str]) -> dict[str, Any]:
 
 def _change_fn(name: str) -> Any:
     try:
-        from comptrust.registry import get_perspective
-
         hook = getattr(get_perspective(name), "outcome_change", None)
     except Exception:  # an unknown perspective still gets the generic distance  # noqa: BLE001
         hook = None
@@ -68,8 +67,6 @@ def _change_fn(name: str) -> Any:
 def _verdict_fn(name: str) -> Any:
     """The perspective's ``item_verdict`` (``None`` for an unknown perspective)."""
     try:
-        from comptrust.registry import get_perspective
-
         hook = getattr(get_perspective(name), "item_verdict", None)
     except Exception:  # noqa: BLE001
         hook = None

@@ -23,6 +23,7 @@ from typing import Any
 from comptrust.registry import PERSPECTIVES, ClassAttributes
 from comptrust.report.aggregate import AVERAGE, REFUSAL_SHIFT, Base, Table, Variant
 from comptrust.report.decisions import NonInferiority, marks_sentence, needed_scale, noninferiority
+from comptrust.report.flips import variant_flip_findings
 from comptrust.report.noise_floor import noise_findings
 from comptrust.report.runs import MEASURES
 
@@ -425,8 +426,6 @@ def findings(table: Table, margin: float = DETECTABLE_DROP, flips: dict[str, Any
 
     ``flips``: :func:`.flips.flip_section` of the table, whose sentences join each variant's findings.
     """
-    from comptrust.report.flips import variant_flip_findings
-
     items: list[str] = []
     recs: list[str] = []
     verdicts: list[dict[str, Any]] = []

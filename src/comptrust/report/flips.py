@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from comptrust.registry import get_perspective
 from comptrust.report.bootstrap import MIN_UNITS_PER_STRATUM, design, interval, unit_key
 from comptrust.report.decisions import ALPHA, holm
 from comptrust.report.runs import MEASURES, Run
@@ -139,8 +140,6 @@ def _sign_test(positive: int, negative: int) -> float | None:
 
 def measure_flips(name: str, dense: Run, runs: list[Run], n_resamples: int, seed: int) -> Flips:
     """Flip counts, shares with intervals and the exact tests of ``runs`` (one variant) vs ``dense``."""
-    from comptrust.registry import get_perspective
-
     out = Flips(measure=name)
     try:
         perspective = get_perspective(name)

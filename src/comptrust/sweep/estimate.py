@@ -12,8 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from comptrust.compression.methods import family_of, format_of
+from comptrust.data.source import open_source
 from comptrust.errors import ComptrustError
+from comptrust.registry import get_perspective
 from comptrust.sweep.plan import Artifact, Plan
+from comptrust.sweep.sizes import base_config, estimated_bytes, human_bytes, stored_dtype
 
 
 @dataclass(frozen=True)
@@ -53,9 +57,6 @@ class PerspectiveCount:
 
 def count_perspective(plan: Plan, name: str) -> PerspectiveCount:
     """Prompts, completions and the generated-token bound of one perspective for one artifact."""
-    from comptrust.data.source import open_source
-    from comptrust.registry import get_perspective
-
     ev = plan.config.eval
     perspective = get_perspective(name)
     kind = perspective.kind
@@ -86,8 +87,6 @@ def planning_device(plan: Plan) -> str:
 def artifact_sizes(plan: Plan) -> tuple[dict[str, int | None], dict[str, str | None]]:
     """Estimated weights on disk per artifact (``sweep/sizes.py``; None: unknown), and each artifact's
     base model's stored dtype (None: no config offline)."""
-    from comptrust.sweep.sizes import base_config, estimated_bytes, stored_dtype
-
     configs: dict[str, dict[str, Any] | None] = {}
     sizes: dict[str, int | None] = {}
     dtypes: dict[str, str | None] = {}
@@ -133,8 +132,6 @@ def artifact_format(artifact: Artifact, base_dtype: str | None = None) -> str:
     """Bits of weights / activations / KV cache, e.g. ``W8A8 FP8``, ``W4A16 int``, ``GGUF Q4_K_M, KV int4``.
     A dense model is named by the dtype its weights are stored in (``dense float32``), not an assumed 16
     bits: SmolLM2 as shipped is float32."""
-    from comptrust.compression.methods import family_of, format_of
-
     cfg = artifact.config or {}
     if artifact.dense:
         text = f"dense {base_dtype}" if base_dtype else "dense (stored dtype unknown)"
@@ -155,7 +152,6 @@ def format_estimate(plan: Plan, est: dict[str, Any]) -> str:
     lines = [f"sweep {plan.source} -> {plan.sweep_dir}",
              f"{est['artifacts']} artifacts ({est['to_compress']} to compress, each once) x "
              f"{len(plan.perspectives)} perspectives = {est['jobs']} jobs", "", "artifacts:"]
-    from comptrust.sweep.sizes import human_bytes
 
     sizes = est.get("sizes") or {}
     dtypes = est.get("base_dtypes") or {}

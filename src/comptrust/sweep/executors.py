@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from comptrust.errors import BackendError, ComptrustError, ConfigError
+from comptrust.registry import get_perspective
 from comptrust.store.cache import Cache
 from comptrust.sweep.jobs import (
     SweepState,
@@ -26,6 +27,7 @@ from comptrust.sweep.jobs import (
     merge_summary,
 )
 from comptrust.sweep.plan import Artifact, Job, Plan
+from comptrust.sweep.remote import ReplayBackend, compress_task, row_plan, shard_samples, shard_task
 
 Log = Callable[[str], None]
 EXECUTORS = ("local", "ray")
@@ -148,9 +150,6 @@ class _RayRun:
 
     def cached_keys(self, artifact_id: str, job: Job, shard: int, shards: int) -> tuple[list[str], bool]:
         """Keys of this shard already in the cache (needs the fingerprint of an earlier run)."""
-        from comptrust.registry import get_perspective
-        from comptrust.sweep.remote import row_plan, shard_samples
-
         record = self.state.artifact_record(artifact_id) or {}
         perspective = get_perspective(job.perspective)
         if "fingerprint" not in record or perspective.kind == "loglik":
@@ -175,8 +174,6 @@ class _RayRun:
 
     def finish(self, job: Job) -> None:
         """All shards are in the cache: score and write the run folder here, in the driver."""
-        from comptrust.sweep.remote import ReplayBackend
-
         if job.id in self.failed_jobs:
             return
         record = self.state.artifact_record(job.artifact) or {}
@@ -193,9 +190,6 @@ class _RayRun:
 def run_ray(plan: Plan, state: SweepState, pending: list[Job], cache: Cache, say: Log,
             address: str | None = None) -> None:
     """One Ray task per artifact to compress and per (artifact, perspective, shard) to generate."""
-    from comptrust.registry import get_perspective
-    from comptrust.sweep.remote import compress_task, shard_task
-
     ray = import_ray()
     rc = plan.config.ray
     if not ray.is_initialized():

@@ -20,9 +20,15 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from comptrust import api
 from comptrust.backends.base import Backend
+from comptrust.compression import compress_model
+from comptrust.data.source import open_source
+from comptrust.errors import ComptrustError, ConfigError
+from comptrust.runner import evaluate, run_id
 from comptrust.store.cache import Cache
 from comptrust.store.files import atomic_write_json
+from comptrust.store.record import RunSummary, read_spec, read_summary
 from comptrust.store.runs import RunDir
 from comptrust.sweep.plan import Artifact, Job, Plan
 
@@ -51,8 +57,6 @@ class SweepState:
         atomic_write_json(self.marker(job), {"job": job.id, "status": status, "time": time.time(), **fields})
 
     def mark_failed(self, job: Job, exc: BaseException) -> None:
-        from comptrust.errors import ComptrustError
-
         error = exc.one_line() if isinstance(exc, ComptrustError) else f"{type(exc).__name__}: {exc}"
         self.mark(job, "failed", error=error.splitlines()[0] if error else type(exc).__name__,
                   traceback=traceback.format_exception(exc)[-3:])
@@ -83,8 +87,6 @@ class SweepState:
 
 
 def data_source(plan: Plan) -> Any:
-    from comptrust.data.source import open_source
-
     ev = plan.config.eval
     return open_source(ev.data_dir, smoke=ev.smoke, hub_revision=ev.hub_revision)
 
@@ -93,7 +95,6 @@ def materialize(artifact: Artifact, log: Any = None) -> str:
     """The model spec to load: the base model for dense, else the (reused) compressed folder."""
     if artifact.dense:
         return artifact.model.model
-    from comptrust.compression import compress_model
 
     return str(compress_model(artifact.model.model, artifact.method, log=log, **artifact.params))
 
@@ -106,8 +107,6 @@ def backend_settings(plan: Plan, artifact: Artifact) -> dict[str, Any]:
     options = dict(b.options) if name == b.name else {}
     if artifact.kv_cache:
         if name != "hf":
-            from comptrust.errors import ConfigError
-
             raise ConfigError(f"kv_cache applies to the hf backend, not {name} ({artifact.id})",
                               "evaluate KV-cache variants with backend hf")
         options["kv_cache"] = artifact.kv_cache
@@ -115,8 +114,6 @@ def backend_settings(plan: Plan, artifact: Artifact) -> dict[str, Any]:
 
 
 def load_backend(plan: Plan, artifact: Artifact, model_spec: str) -> Backend:
-    from comptrust import api
-
     settings = backend_settings(plan, artifact)
     return api.load_model(model_spec, backend=settings["name"], batch_size=settings["batch_size"],
                           chat_template=plan.chat_template(artifact), **settings["options"])
@@ -124,8 +121,6 @@ def load_backend(plan: Plan, artifact: Artifact, model_spec: str) -> Backend:
 
 def evaluate_job(plan: Plan, state: SweepState, job: Job, backend: Backend, cache: Cache) -> dict[str, Any]:
     """Evaluate one perspective into the artifact's run folder, then mark and merge."""
-    from comptrust.runner import evaluate
-
     run_dir = state.run_dir(job.artifact)
     summary = evaluate(backend, [job.perspective], data_source(plan), plan.config.eval.to_options(), run_dir=run_dir,
                        cache=cache, quiet=True)
@@ -137,9 +132,6 @@ def evaluate_job(plan: Plan, state: SweepState, job: Job, backend: Backend, cach
 
 def merge_summary(plan: Plan, state: SweepState, artifact_id: str, last: dict[str, Any] | None = None) -> None:
     """One summary per artifact with every finished perspective (``evaluate`` writes one at a time)."""
-    from comptrust.runner import run_id
-    from comptrust.store.record import RunSummary, read_spec, read_summary
-
     run = RunDir(state.run_dir(artifact_id))
     if last is None:
         if not run.summary_path.is_file():

@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from comptrust.backends.base import kv_label
+from comptrust.compression import make_config
 from comptrust.compression.methods import family_of
 from comptrust.errors import ConfigError
+from comptrust.registry import PERSPECTIVES, TRUST_PERSPECTIVES, available_perspectives
 from comptrust.sweep.config import ModelEntry, SweepConfig
 from comptrust.types import stable_hash
 
@@ -99,8 +101,6 @@ def model_label(entry: ModelEntry) -> str:
 
 
 def select_perspectives(config: SweepConfig) -> list[str]:
-    from comptrust.registry import PERSPECTIVES, TRUST_PERSPECTIVES, available_perspectives
-
     available = available_perspectives()
     names = [p for p in TRUST_PERSPECTIVES if p in available] if config.perspectives == "all" \
         else list(config.perspectives)
@@ -140,8 +140,6 @@ def _label(method: str, config: dict[str, Any], given: dict[str, Any]) -> str:
 
 def build_plan(config: SweepConfig, source: str = "<sweep>", out: str | Path | None = None) -> Plan:
     """Artifacts (dense first per model, compressed artifacts merged when equal) and perspectives."""
-    from comptrust.compression import make_config
-
     perspectives = select_perspectives(config)
     artifacts: list[Artifact] = []
     seen: dict[str, Artifact] = {}

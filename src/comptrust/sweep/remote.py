@@ -12,9 +12,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from comptrust import api
 from comptrust.backends.base import row_seed
+from comptrust.compression import compress_model
+from comptrust.data.source import open_source
 from comptrust.errors import BackendError
+from comptrust.registry import get_perspective
 from comptrust.store.cache import completion_key, loglik_key
+from comptrust.sweep.config import EvalSection
 from comptrust.types import GenRow, Sample, stable_hash
 
 _LOADED: dict[str, Any] = {}
@@ -83,14 +88,10 @@ class ReplayBackend:
 
 
 def compress_task(payload: dict[str, Any]) -> str:
-    from comptrust.compression import compress_model
-
     return str(compress_model(payload["model"], payload["method"], **payload["params"]))
 
 
 def _backend(payload: dict[str, Any]) -> Any:
-    from comptrust import api
-
     b = payload["backend"]
     key = stable_hash([payload["model_spec"], b, payload["chat_template"]])
     if key not in _LOADED:
@@ -103,10 +104,6 @@ def _backend(payload: dict[str, Any]) -> Any:
 def shard_task(payload: dict[str, Any]) -> dict[str, Any]:
     """Generate one shard of one perspective for one artifact; returns what the driver stores."""
     import time
-
-    from comptrust.data.source import open_source
-    from comptrust.registry import get_perspective
-    from comptrust.sweep.config import EvalSection
 
     ev = EvalSection.model_validate(payload["eval"])  # the driver sent ``model_dump()``
     backend = _backend(payload)

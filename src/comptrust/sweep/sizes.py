@@ -33,6 +33,8 @@ from typing import Any
 
 from comptrust.compression.config import AUTO_GROUP_SIZES  # the rule compression itself applies
 from comptrust.compression.methods import family_of, format_of
+from comptrust.errors import ComptrustError
+from comptrust.models import MODEL_ALIASES, resolve_model
 
 # Average bits per weight of llama.cpp's types over a Llama-style model (block scales included; the
 # k-quant mixes keep some tensors at higher precision).  Q8_0 and Q4_0 are exact (32-weight blocks with a
@@ -169,9 +171,6 @@ def base_config(spec: str) -> dict[str, Any] | None:
     """The base model's ``config.json`` without loading weights or using the network (a dry run must not
     download): a local folder or GGUF, an alias of ``MODEL_ALIASES`` (its installed GGUF), a hub id already
     in the local hub cache, or one of the paper's models by name; else None."""
-    from comptrust.errors import ComptrustError
-    from comptrust.models import MODEL_ALIASES, resolve_model
-
     path = Path(spec).expanduser()
     try:
         if spec in MODEL_ALIASES or (path.suffix == ".gguf" and path.is_file()):

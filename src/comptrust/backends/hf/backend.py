@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from comptrust.backends.base import OnResult
+from comptrust.backends.hf import loglik  # a module: tests replace loglik.hf_choice_logprobs
 from comptrust.backends.hf.continuous import ContinuousBatcher, Request, SchedulerStats
 from comptrust.backends.hf.cpu_attention import cpu_attention, kv_cache_dtype
 from comptrust.backends.hf.kv_quant import parse_kv_cache, quantized_cache
@@ -32,6 +33,7 @@ from comptrust.backends.hf.quantized_forward import describe_activation_quantiza
 from comptrust.backends.hf.slot_cache import reserved_cache, slot_compatible
 from comptrust.backends.sampling import SAMPLER, RowSampler
 from comptrust.chat import choose_template, prompt_token_ids, render
+from comptrust.divergence import hf_teacher_force
 from comptrust.errors import BackendError, ConfigError
 from comptrust.model_files import weights_fingerprint
 from comptrust.models import ModelRef, load_causal_lm, resolve_model
@@ -345,13 +347,11 @@ class HFBackend:
         """``LoglikelihoodBackend``: log p(choice | raw prompt), lm-eval conventions (benign MMLU)."""
         import torch
 
-        from comptrust.backends.hf.loglik import hf_choice_logprobs
-
         batch = self.requested_batch_size or CPU_DEFAULT_BATCH
         while True:
             try:
-                return hf_choice_logprobs(self.model, self.tokenizer, prompts, choices, batch_size=batch,
-                                          prefixes=self._loglik_prefixes)
+                return loglik.hf_choice_logprobs(self.model, self.tokenizer, prompts, choices, batch_size=batch,
+                                                 prefixes=self._loglik_prefixes)
             except torch.OutOfMemoryError as exc:  # long few-shot prompts: halve an automatic batch
                 self._loglik_prefixes.clear()
                 batch = self._smaller_batch_after(exc, batch)
@@ -362,8 +362,6 @@ class HFBackend:
         A sequence past a learned position table (OPT) is a one-line error before any forward pass,
         as in :meth:`_check_positions`.
         """
-        from comptrust.divergence import hf_teacher_force
-
         limit = position_limit(self.model)
         longest = max((len(r.ids) for r in requests), default=0)
         if limit is not None and longest > limit:

@@ -19,7 +19,9 @@ from __future__ import annotations
 from typing import Any
 
 from comptrust.backends.base import encode_pair
+from comptrust.backends.hf.continuous import common_length, shared_prefix_groups
 from comptrust.backends.hf.cpu_attention import cpu_attention
+from comptrust.backends.hf.slot_cache import ReservedCache
 from comptrust.errors import BackendError
 
 MIN_SHARED_PREFIX = 16  # shorter common prefixes are not worth a separate forward pass
@@ -94,8 +96,6 @@ def _prefix_groups(keys: list[tuple[int, ...]], wanted: dict[int, list[list[int]
 
     A prefix never reaches a scored position (each input keeps its longest continuation after it).
     """
-    from comptrust.backends.hf.continuous import shared_prefix_groups
-
     groups, alone = [], []
     for members, shared in shared_prefix_groups(keys, MIN_SHARED_PREFIX):
         shared = min([shared] + [len(keys[i]) - max(len(c) for c in wanted[i]) for i in members])
@@ -116,9 +116,6 @@ def _encode_prefix(model: Any, tokens: tuple[int, ...], prefixes: dict[tuple[int
     ``REUSE_SLACK`` tokens of the new prefix to encode per input.
     """
     import torch
-
-    from comptrust.backends.hf.continuous import common_length
-    from comptrust.backends.hf.slot_cache import ReservedCache
 
     for stored, cache in (prefixes or {}).items():
         common = common_length(stored, tokens, leave=0)
@@ -147,8 +144,6 @@ def _score_batch(model: Any, tokenizer: Any, keys: list[tuple[int, ...]], wanted
                  prefix: Any, shared: int, put: Any) -> None:
     """One forward over ``keys`` (minus their ``shared`` prefix, whose cache is ``prefix``); ``put`` each score."""
     import torch
-
-    from comptrust.backends.hf.slot_cache import ReservedCache
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     device = next(model.parameters()).device

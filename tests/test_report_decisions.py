@@ -14,7 +14,8 @@ from comptrust.report import aggregate
 from comptrust.report.aggregate import Base, Delta, Variant, build_table
 from comptrust.report.bootstrap import bootstrap_perspective
 from comptrust.report.build import write_report
-from comptrust.report.decisions import holm, noninferiority
+from comptrust.report.decisions import noninferiority
+from comptrust.report.error_control import holm
 from decision_sim import fast_bootstrap, memory_run, study
 from report_fakes import compressed_model, dense_model, scored_samples, write_run
 

@@ -11,18 +11,23 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from comptrust import runner
 from comptrust.backends.base import Backend
+from comptrust.compression.checkpoint import declared_base
 from comptrust.data.source import open_source
 from comptrust.errors import ConfigError
+from comptrust.models import local_model_hash
+from comptrust.noise import perturbation_for, replicate_dir
 from comptrust.perspectives.base import DEFAULT_PROFILE, EvalOptions
+from comptrust.registry import BACKENDS, get_class
 from comptrust.store.cache import Cache
+from comptrust.store.record import read_summary
 from comptrust.store.runs import RunDir
 
 
 def load_model(spec: str, backend: str = "hf", batch_size: int | None = None, chat_template: str | None = None,
                allow_pickle: bool = False, **kwargs: Any) -> Backend:
     """A generation backend for ``spec`` (folder, GGUF, alias, hub id, or server model name)."""
-    from comptrust.registry import BACKENDS, get_class
 
     cls = get_class(BACKENDS, backend, "backend")
     if backend == "hf":
@@ -47,8 +52,6 @@ def evaluate(backend: Backend, perspectives: list[str], *, data_dir: str | Path 
     ``perturbation``: a :class:`comptrust.noise.Perturbation` when this run is a noise-floor replicate
     (:func:`evaluate_noise_floor` makes one).
     """
-    from comptrust.runner import evaluate as run
-
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit must be at least 1 (got {limit})", "omit --limit to use every record")
     if samples is not None and samples < 1:
@@ -57,7 +60,7 @@ def evaluate(backend: Backend, perspectives: list[str], *, data_dir: str | Path 
                           max_new_tokens=max_new_tokens, extra=dict(extra or {}))
     declared = declare_base_model(base_model) if isinstance(base_model, str) else base_model
     data = open_source(data_dir, smoke=smoke, hub_revision=hub_revision)
-    return run(backend, perspectives, data, options, Path(out) if out else None, cache=cache, quiet=quiet,
+    return runner.evaluate(backend, perspectives, data, options, Path(out) if out else None, cache=cache, quiet=quiet,
                divergence=divergence, base_model=declared, perturbation=perturbation)
 
 
@@ -70,8 +73,6 @@ def evaluate_noise_floor(backend: Backend, summary: dict[str, Any], kind: str, p
     (:func:`comptrust.noise.replicate_dir`) and the first run's summary records where, so
     ``comptrust report`` finds it.  Returns the replicate's summary.
     """
-    from comptrust.noise import perturbation_for, replicate_dir
-    from comptrust.store.record import read_summary
 
     seed = int(kwargs.pop("seed", 0))
     kwargs.pop("divergence", None)
@@ -91,8 +92,6 @@ def evaluate_noise_floor(backend: Backend, summary: dict[str, Any], kind: str, p
 def declare_base_model(spec: str) -> dict[str, Any]:
     """``--base-model SPEC`` as a record: hashed when it resolves here, kept by name when it cannot
     (a hub id offline), in which case the report pairs by name and says so."""
-    from comptrust.compression.checkpoint import declared_base
-    from comptrust.models import local_model_hash
 
     return declared_base(spec, local_model_hash)
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from comptrust import __version__
 from comptrust.backends.base import Backend, LoglikelihoodBackend, row_seed
+from comptrust.compression.checkpoint import with_declared_base
 from comptrust.data.source import DataSource
 from comptrust.noise import Perturbation, batch_layout, cache_model
 from comptrust.perspectives.base import EvalOptions, Perspective, check_profile, check_scenarios, options_for
@@ -171,7 +172,6 @@ def run_spec(backend: Backend, perspectives: Sequence[str], data: DataSource, op
     import numpy
     import torch
 
-    from comptrust.compression.checkpoint import with_declared_base
 
     return RunSpec(
         comptrust_version=__version__,

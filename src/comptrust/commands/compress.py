@@ -7,7 +7,7 @@ import sys
 
 from comptrust.commands._common import add_threads, common_parser
 from comptrust.commands.inspect import describe
-from comptrust.compression import compress_model, load_manifest
+from comptrust.compression.base import load_manifest
 from comptrust.compression.config import make_config
 from comptrust.compression.methods import PAPER_FAMILIES, family_of, methods
 from comptrust.progress import Progress
@@ -71,6 +71,7 @@ PARAMS = ("bits", "group_size", "symmetric", "act_order", "damp", "sparsity", "p
 def run(args: argparse.Namespace) -> int:
     params = {name: getattr(args, name) for name in PARAMS if getattr(args, name) is not None}
     make_config(args.method, **params)  # one-line errors before any heavy import
+    from comptrust.compression.pipeline import compress_model
 
     log = None if args.quiet else (lambda msg: print(f"comptrust: {msg}", file=sys.stderr))
     with Progress(quiet=args.quiet):  # library bars (GGUF, quantization, saving) show as its rows

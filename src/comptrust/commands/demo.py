@@ -14,7 +14,6 @@ from pathlib import Path
 
 from comptrust.commands._common import add_threads, common_parser, print_summary
 from comptrust.commands.report import write_report_whole
-from comptrust.compression import compress_model
 from comptrust.progress import Progress
 from comptrust.registry import TRUST_PERSPECTIVES, available_perspectives
 
@@ -36,6 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from comptrust import api
+    from comptrust.compression.pipeline import compress_model
     from comptrust.models import DEMO_ALIAS
 
     out = Path(args.out or "comptrust-runs/demo")

@@ -35,6 +35,9 @@ from comptrust.compression.methods import compressor_class, family_of
 from comptrust.compression.moe import expert_save_names
 from comptrust.errors import ConfigError, DataError, ModelError
 from comptrust.gguf.header import describe_gguf, gguf_in
+from comptrust.gguf.tools import CONVERTER_INCOMPATIBLE, converter_supports, require_gguf_tools
+from comptrust.model_files import check_model_files, weights_fingerprint
+from comptrust.models import load_causal_lm, resolve_model
 from comptrust.store.files import building, exclusive, remove_leftovers
 from comptrust.store.paths import comptrust_home
 from comptrust.types import stable_hash
@@ -95,7 +98,6 @@ def compress_model(model_path: str | Path, method: str, out_dir: str | Path | No
 
 
 def _resolve(model_path: str | Path) -> Path:
-    from comptrust.models import resolve_model
 
     return resolve_model(str(model_path)).path
 
@@ -132,7 +134,6 @@ def check_architecture(base: Path, method: str, compression: CompressionConfig |
                          "reloads its experts fused, without their activation quantization",
                          "use rtn, gptq or awq (weight-only) or a pruning method for MoE models")
     if family_of(method) == "file":
-        from comptrust.gguf.tools import CONVERTER_INCOMPATIBLE, converter_supports
 
         if not converter_supports(arch):
             raise ModelError(f"llama.cpp's converter has no GGUF conversion for {arch}",
@@ -179,7 +180,6 @@ def preflight_group_size(base: Path, config: CompressionConfig) -> None:
 
 def artifact_key(base: Path, config: CompressionConfig) -> str:
     """Hash of the base weights, tokenizer files and normalised config."""
-    from comptrust.model_files import weights_fingerprint
 
     tok = hashlib.sha256()
     for name in TOKENIZER_FILES:
@@ -198,7 +198,6 @@ def require_engine(method: str, gguf_type: str | None = None) -> None:
     import importlib.util
 
     if family_of(method) == "file":
-        from comptrust.gguf.tools import require_gguf_tools
 
         require_gguf_tools(gguf_type or "")
         return
@@ -226,7 +225,6 @@ def _manifest_key(out: Path) -> str | None:
 
 def _reusable(out: Path, key: str) -> bool:
     """``out`` is a complete artifact of this exact compression: key, recorded file sizes and weight headers."""
-    from comptrust.model_files import check_model_files
 
     if _manifest_key(out) != key or not (any(out.glob("*.safetensors")) or any(out.glob("*.gguf"))):
         return False
@@ -248,7 +246,6 @@ def load_for_compression(base: Path) -> tuple[Any, Any, Any]:
     import torch
     from transformers import AutoConfig, AutoTokenizer
 
-    from comptrust.models import load_causal_lm
 
     try:
         hf_config = AutoConfig.from_pretrained(base)
@@ -358,7 +355,6 @@ def artifact_manifest(base: Path, key: str, config: CompressionConfig, params: d
     import torch
 
     from comptrust.compression.measure import describe_base, library_versions, peak_memory
-    from comptrust.model_files import weights_fingerprint
 
     base_info = describe_base(base, weights_fingerprint(base))
     return {

@@ -42,8 +42,12 @@ from typing import Any
 
 import numpy as np
 
+from comptrust.errors import ConfigError
+from comptrust.perspectives.base import EvalOptions, options_for
+from comptrust.registry import get_perspective
 from comptrust.report.health import sample_degenerate
 from comptrust.report.runs import Run
+from comptrust.store.record import recorded_options
 from comptrust.types import ScoredSample, stable_hash
 
 # A CI needs this share of resamples to produce a score (a resample can lose a sub-group).
@@ -89,9 +93,6 @@ def eval_options(run: Run, perspective: Any = None) -> Any:
     an entry written before that was recorded gets them derived from the run's options by the
     runner's own function (``perspectives.base.options_for``).
     """
-    from comptrust.errors import ConfigError
-    from comptrust.perspectives.base import options_for
-    from comptrust.store.record import recorded_options
 
     options = _options_from(run.summary.options or {})
     if perspective is None:
@@ -110,7 +111,6 @@ def eval_options(run: Run, perspective: Any = None) -> Any:
 
 def _options_from(raw: dict[str, Any]) -> Any:
     """``EvalOptions`` from its recorded dict; keys another version wrote and this one lacks are dropped."""
-    from comptrust.perspectives.base import EvalOptions
 
     names = {f.name for f in dataclasses.fields(EvalOptions)}
     try:
@@ -193,7 +193,6 @@ def degenerate_counts(perspective: Any, scored: list[ScoredSample]) -> dict[str,
 def bootstrap_perspective(name: str, runs: list[Run], n_resamples: int, seed: int,
                           quantities: tuple[str, ...] = QUANTITIES) -> BootstrapResult:
     """Resample each run's units of ``name`` and re-measure ``n_resamples`` times."""
-    from comptrust.registry import get_perspective
 
     started = time.perf_counter()
     out = BootstrapResult(perspective=name, n_resamples=n_resamples)

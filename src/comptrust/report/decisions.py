@@ -30,26 +30,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from comptrust.registry import get_perspective
+from comptrust.report.error_control import ALPHA, holm
+from comptrust.report.flips import measure_flips
 from comptrust.report.runs import MEASURES
 
 if TYPE_CHECKING:
     from comptrust.report.aggregate import Base, Change, Variant
 
-ALPHA = 0.05
 Z975 = 1.959963984540054
 POWER_Z80 = 0.8416212335729143  # the standard normal's 80% quantile
-
-
-def holm(p_values: list[float], alpha: float = ALPHA) -> tuple[list[float], list[bool]]:
-    """Holm's step-down adjusted p-values (monotone, capped at 1) and which are rejected at ``alpha``."""
-    k = len(p_values)
-    order = sorted(range(k), key=lambda i: p_values[i])
-    adjusted = [1.0] * k
-    running = 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (k - rank) * p_values[i]))
-        adjusted[i] = running
-    return adjusted, [a <= alpha for a in adjusted]
 
 
 def studentized_se(change: Change) -> float | None:
@@ -104,8 +93,6 @@ def set_test_df(bases: list[Base]) -> None:
     can stay put while the agreement share moves) and the perspective's verdict is its outcome
     (``verdict_is_outcome``; not toxicity's continuous values).  Elsewhere units - strata stay.
     """
-    from comptrust.report.flips import measure_flips
-
     for base in bases:
         dense = base.dense
         if dense is None:

@@ -22,7 +22,7 @@ and flips tracking degradation better than scores.  From the paired scored sampl
   correlated (a stereotype statement under three system prompts), so the test counts units:
   a unit's sign is that of its (worse -> better) - (better -> worse) samples; with one sample per
   unit this is McNemar's test exactly.  The refusal direction gets the same test.  The tests of
-  a report form one family, Holm-corrected (:func:`.decisions.holm`); they describe and do not
+  a report form one family, Holm-corrected (:func:`.error_control.holm`); they describe and do not
   enter the recommendation, whose tests are the score changes' (:mod:`.decisions`).
 
 Several runs of a variant (calibration seeds) are each paired with the dense model's first run;
@@ -39,7 +39,7 @@ import numpy as np
 
 from comptrust.registry import get_perspective
 from comptrust.report.bootstrap import MIN_UNITS_PER_STRATUM, design, interval, unit_key
-from comptrust.report.decisions import ALPHA, holm
+from comptrust.report.error_control import ALPHA, holm
 from comptrust.report.runs import MEASURES, Run
 
 if TYPE_CHECKING:

@@ -25,7 +25,7 @@ from comptrust.noise import Perturbation
 from comptrust.registry import TRUST_PERSPECTIVES
 from comptrust.store.record import RunSummary, read_summary
 from comptrust.store.runs import RunDir
-from comptrust.types import ScoredSample, stable_hash
+from comptrust.types import Sample, ScoredSample, stable_hash
 
 MEASURES: tuple[str, ...] = (*TRUST_PERSPECTIVES, "mmlu")
 """The nine columns of the paper's table: eight trust perspectives, then MMLU."""
@@ -324,7 +324,6 @@ class Run:
     def scored(self, name: str) -> list[ScoredSample]:
         """The per-sample outcomes of one perspective (``<run>/<name>/scores.jsonl``)."""
         if name not in self._scored:
-            from comptrust.types import Sample
 
             rows = RunDir(self.path).read_scores(name)
             try:

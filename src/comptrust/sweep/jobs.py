@@ -22,7 +22,7 @@ from typing import Any
 
 from comptrust import api
 from comptrust.backends.base import Backend
-from comptrust.compression import compress_model
+from comptrust.compression.pipeline import compress_model
 from comptrust.data.source import open_source
 from comptrust.errors import ComptrustError, ConfigError
 from comptrust.runner import evaluate, run_id

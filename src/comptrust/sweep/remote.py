@@ -14,7 +14,7 @@ from typing import Any
 
 from comptrust import api
 from comptrust.backends.base import row_seed
-from comptrust.compression import compress_model
+from comptrust.compression.pipeline import compress_model
 from comptrust.data.source import open_source
 from comptrust.errors import BackendError
 from comptrust.registry import get_perspective

@@ -123,15 +123,16 @@ def scored_samples(spec: list[tuple[str, bool]], responses: list[str] | None = N
 def write_run(root: Path, name: str, model: dict[str, Any], measures: dict[str, Any], *,
               profile: str = "comp-trust", scorers: dict[str, Any] | None = None, data_kind: str = "local",
               tokens_per_second: float | None = 40.0, finished: bool = True,
-              options: dict[str, Any] | None = None) -> Path:
+              options: dict[str, Any] | None = None, aggregator: Perspective | None = None) -> Path:
     """A run folder: ``measures`` maps a perspective id to a list of ScoredSample (written to
-    scores.jsonl and aggregated by FakeAccuracy) or to a plain score (no per-sample file)."""
+    scores.jsonl and aggregated by FakeAccuracy, or by ``aggregator``) or to a plain score (no
+    per-sample file)."""
     run = root / name
     run.mkdir(parents=True)
     perspectives: dict[str, Any] = {}
     for pname, value in measures.items():
         if isinstance(value, list):
-            result = FakeAccuracy().aggregate(value, profile).to_json()  # both fakes aggregate alike
+            result = (aggregator or FakeAccuracy()).aggregate(value, profile).to_json()  # both fakes alike
             result["perspective"] = pname
             (run / pname).mkdir()
             with (run / pname / "scores.jsonl").open("w", encoding="utf-8") as fh:

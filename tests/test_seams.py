@@ -9,6 +9,8 @@ a column name in the report.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from safetensors.torch import load_file
 
@@ -17,6 +19,7 @@ from comptrust.backends.scripted import ScriptedBackend
 from comptrust.cli import main
 from comptrust.compression import compress_model, load_manifest, make_config, methods
 from comptrust.errors import ConfigError
+from comptrust.perspectives.base import EvalOptions
 from comptrust.report.build import write_report
 from comptrust.report.findings import TITLES
 from comptrust.report.paper import COLUMNS
@@ -24,8 +27,10 @@ from comptrust.report.runs import load_run, method_name
 from comptrust.sweep.config import parse_sweep
 from comptrust.sweep.estimate import artifact_format, artifact_sizes
 from comptrust.sweep.plan import build_plan
+from comptrust.types import ScoredSample
 from conftest import build_tiny_llama
-from report_fakes import compressed_model, write_run
+from dummy_perspective import QUESTIONS, DummyPerspective
+from report_fakes import compressed_model, dense_model, write_run
 
 
 @pytest.fixture
@@ -95,3 +100,38 @@ def test_a_registered_perspective_is_evaluated_and_named_by_the_report(dummy_per
     assert (TITLES["dummy"], COLUMNS["dummy"]) == ("dummy trait", "Dummy")
     md = write_report([tmp_path / "run"], tmp_path / "report", n_bootstrap=0)["markdown"].read_text()
     assert "**Scorer, Dummy:** parser: dummy@v1" in md  # the column name heads its scorer line
+
+
+def _dummy_scored(wrong_every: int) -> list[ScoredSample]:
+    """Thirty of the dummy's questions; every ``wrong_every``-th one answered wrongly (0: none)."""
+    perspective, out = DummyPerspective(), []
+    for i in range(30):
+        record = dict(QUESTIONS[i % 3])
+        sample = perspective.sample_from_record("plain", record, i, EvalOptions())
+        right = record["answer"]
+        answer = ("no" if right == "yes" else "yes") if wrong_every and i % wrong_every == 0 else right
+        out.append(ScoredSample(sample, [answer], perspective.score(sample, [answer], "comp-trust")))
+    return out
+
+
+def test_a_registered_perspective_is_a_column_of_the_report_beside_the_paper_nine(dummy_perspective, tmp_path):
+    # dense misses questions 0, 5, ..., 25 (80%); the variant misses 0, 3, ..., 27 (66.7%): 8 flip to
+    # wrong (3, 6, 9, 12, 18, 21, 24, 27), 4 to right (5, 10, 20, 25)
+    dense = write_run(tmp_path, "dense", dense_model(), {"dummy": _dummy_scored(5)}, aggregator=DummyPerspective())
+    comp = write_run(tmp_path, "comp", compressed_model("gptq", 4), {"dummy": _dummy_scored(3)},
+                     aggregator=DummyPerspective())
+    out = write_report([dense, comp], tmp_path / "report", n_bootstrap=200)
+    md = out["markdown"].read_text()
+    paper_header = next(line for line in md.splitlines() if line.startswith("| Ours | Paper model |"))
+    assert "MMLU" in paper_header and "Dummy" not in paper_header  # the paper's table has its own nine
+    header = next(line for line in md.splitlines() if line.startswith("| Model |"))
+    assert header.split("|")[-3:-1] == [" Dummy ", " Average "]  # after the paper's nine, before the Average
+    data = json.loads(out["json"].read_text())
+    assert data["measures"][-2:] == ["dummy", "average"]
+    variant = data["variants"][1]
+    assert variant["scores"]["dummy"]["mean"] == pytest.approx(100 * 20 / 30)
+    assert variant["deltas"]["dummy"]["delta"] == pytest.approx(-100 * 4 / 30)
+    assert variant["scores"]["average"]["mean"] is None  # the Average stays the paper's mean of nine
+    [row] = data["flips"]["bases"]["tiny-llama"]
+    assert row["measures"]["dummy"]["counts"] == {"flipped": 12, "worse": 8, "better": 4, "to_refusal": 0,
+                                                  "from_refusal": 0}

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, overload
 
 from comptrust.errors import ConfigError
 
@@ -27,6 +27,7 @@ PERSPECTIVES: dict[str, str] = {
 }
 TRUST_PERSPECTIVES = ("toxicity", "stereotype", "adv_glue", "ood", "adv_demonstration",
                       "privacy", "machine_ethics", "fairness")
+PAPER_NINE = (*TRUST_PERSPECTIVES, "mmlu")  # the paper's table: eight trust perspectives, then MMLU
 
 BACKENDS: dict[str, str] = {
     "hf": "comptrust.backends.hf.backend:HFBackend",
@@ -113,6 +114,36 @@ class ClassAttributes(Mapping[str, Any]):
 
     def __len__(self) -> int:
         return len(self._table) + len(self._extra)
+
+
+class ReportMeasures(Sequence[str]):
+    """The measures a report shows: the paper's nine (eight trust perspectives, then MMLU), then every
+    other registered perspective in registry order.
+
+    Read from the registry on every use, as :class:`ClassAttributes` is, so registering a perspective
+    makes it a column of every table, flip count and finding with no second list to edit.  The
+    Average stays the paper's mean of nine (``PAPER_NINE``).
+    """
+
+    def _names(self) -> tuple[str, ...]:
+        return (*PAPER_NINE, *(name for name in PERSPECTIVES if name not in PAPER_NINE))
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+    @overload
+    def __getitem__(self, index: slice) -> tuple[str, ...]: ...
+
+    def __getitem__(self, index: int | slice) -> str | tuple[str, ...]:
+        return self._names()[index]
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __repr__(self) -> str:
+        return f"ReportMeasures{self._names()}"
 
 
 def get_class(table: dict[str, str], name: str, what: str) -> Any:

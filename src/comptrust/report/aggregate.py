@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from comptrust.errors import DataError
-from comptrust.registry import get_perspective
+from comptrust.registry import PAPER_NINE, get_perspective
 from comptrust.report import bootstrap
 from comptrust.report.bootstrap import BootstrapResult, bootstrap_perspective, degenerate_counts, eval_options, interval
 from comptrust.report.consistency import mismatch_warnings
@@ -34,7 +34,7 @@ AVERAGE = "average"
 
 def average_of_nine(scores: dict[str, float | None]) -> float | None:
     """Mean of the eight perspective scores and MMLU; ``None`` unless all nine exist."""
-    values = [scores.get(m) for m in MEASURES]
+    values = [scores.get(m) for m in PAPER_NINE]
     if any(v is None for v in values):
         return None
     return sum(values) / len(values)  # type: ignore[arg-type]
@@ -241,6 +241,10 @@ class Base:
     def dense(self) -> Variant | None:
         return next((v for v in self.variants if v.is_dense), None)
 
+    def compressed(self) -> list[Variant]:
+        """Its compressed variants, when a dense run is there to compare them with (else none)."""
+        return [v for v in self.variants if not v.is_dense] if self.dense is not None else []
+
     def matches(self, run: Run) -> bool:
         hashes = run.base_hashes()
         if self.hashes and hashes:
@@ -354,7 +358,7 @@ def _mean_replicates(variant: Variant, reps: dict[str, dict[str, np.ndarray]], m
     arrays = []
     for run in variant.runs:
         if measure == AVERAGE:
-            per = [reps.get(m, {}).get(str(run.path)) for m in MEASURES]
+            per = [reps.get(m, {}).get(str(run.path)) for m in PAPER_NINE]
             if any(p is None for p in per):
                 return None
             arrays.append(np.mean(np.vstack(per), axis=0))
@@ -383,7 +387,7 @@ def _why_none(variant: Variant, boots: dict[str, BootstrapResult], measure: str,
 
 def _design_size(variants: list[Variant], boots: dict[str, BootstrapResult], measure: str) -> dict[str, int]:
     """Units and strata of the smallest design behind an interval (for the small-sample expansion)."""
-    measures = MEASURES if measure == AVERAGE else (measure,)
+    measures = PAPER_NINE if measure == AVERAGE else (measure,)
     sizes = [(boots[m].units[str(r.path)], boots[m].strata[str(r.path)]) for m in measures if m in boots
              for v in variants for r in v.runs if str(r.path) in boots[m].units]
     if not sizes:
@@ -430,11 +434,7 @@ def _diff(a: Cell, b: Cell) -> float | None:
 
 def _deltas(base: Base, reps: Replicates, boots: dict[str, BootstrapResult], n_boot: int) -> None:
     dense = base.dense
-    if dense is None:
-        return
-    for variant in base.variants:
-        if variant.is_dense:
-            continue
+    for variant in base.compressed():
         for m in (*MEASURES, AVERAGE):
             c_cell, d_cell = variant.cells[m], dense.cells[m]
             if c_cell.mean is None or d_cell.mean is None:

@@ -95,11 +95,7 @@ def set_test_df(bases: list[Base]) -> None:
     """
     for base in bases:
         dense = base.dense
-        if dense is None:
-            continue
-        for v in base.variants:
-            if v.is_dense:
-                continue
+        for v in base.compressed():
             for m in MEASURES:
                 delta = v.deltas.get(m)
                 members = [r for r in v.runs if m in r.results]

@@ -121,9 +121,7 @@ def drilldown(base: Base, top: int = 3) -> list[dict[str, Any]]:
     if dense is None:
         return []
     out = []
-    for v in base.variants:
-        if v.is_dense:
-            continue
+    for v in base.compressed():
         sections = []
         for name in MEASURES:
             if name in v.runs[0].results and name in dense.runs[0].results:

@@ -236,9 +236,7 @@ def flip_section(table: Table, n_resamples: int | None = None, seed: int | None 
         dense = base.dense
         if dense is None:
             continue
-        for v in base.variants:
-            if v.is_dense:
-                continue
+        for v in base.compressed():
             measures: dict[str, Flips] = {}
             for name in MEASURES:
                 members = [r for r in v.runs if name in r.results]

@@ -20,7 +20,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from comptrust.report.aggregate import AVERAGE, Cell, Change, Delta, Table, Variant
 from comptrust.report.findings import TITLES
 from comptrust.report.health import KINDS
-from comptrust.report.paper import CITATION, COLUMNS
+from comptrust.report.paper import CITATION, COLUMNS, PAPER_MEASURES
 from comptrust.report.runs import MEASURES
 
 TEMPLATES = Path(__file__).with_name("templates")
@@ -281,6 +281,7 @@ def build_context(table: Table, found: dict[str, Any], paper: list[dict[str, Any
         "data": ", ".join(settings.get("data") or []) or MISSING,
         "bootstrap": settings.get("bootstrap_resamples"), "seed": settings.get("bootstrap_seed"),
         "columns": columns, "refusal_columns": columns[:len(MEASURES)], "bases": bases,
+        "paper_columns": [{"id": m, "title": COLUMNS[m]} for m in PAPER_MEASURES],
         "detectable_drop": found.get("detectable_drop"), "kinds": list(KINDS),
         "min_units": settings.get("min_units_per_stratum"),
         "findings": found["findings"], "recommendations": found["recommendations"], "caveats": found["caveats"],

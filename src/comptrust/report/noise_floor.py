@@ -32,9 +32,7 @@ def noise_findings(base: Any, noise_flips: dict[str, Any] | None, titles: dict[s
         why = " (greedy scenarios: the seed does not enter)" if _kind(floor) == "seed" else ""
         sentence += f"; {', '.join(still)} did not move at all under this perturbation{why}"
     out.append(sentence + ".")
-    for variant in base.variants:
-        if variant.is_dense:
-            continue
+    for variant in base.compressed():
         inside = [m for m, d in variant.deltas.items() if m in titles and d.within_noise_floor]
         if not inside:
             continue

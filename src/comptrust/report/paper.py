@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from comptrust.errors import DataError
-from comptrust.registry import PERSPECTIVES, ClassAttributes
+from comptrust.registry import PAPER_NINE, PERSPECTIVES, ClassAttributes
 from comptrust.report.aggregate import AVERAGE, Base, Table, Variant
 from comptrust.report.runs import MEASURES
 
@@ -27,7 +27,7 @@ CITATION = ('Hong et al., "Decoding Compressed Trust: Scrutinizing the Trustwort
             'Under Compression", ICML 2024')
 # Each measure's table header (and the paper CSV's column): its perspective's ``column`` (perspectives/*.py).
 COLUMNS = ClassAttributes(PERSPECTIVES, "column", extra={AVERAGE: "Average"})
-PAPER_MEASURES = (*MEASURES, AVERAGE)  # the paper table's columns, in its order
+PAPER_MEASURES = (*PAPER_NINE, AVERAGE)  # the paper table's columns, in its order
 _METHODS = {"awq": "awq", "gptq": "gptq", "mag": "magnitude", "magnitude": "magnitude",
             "sparsegpt": "sparsegpt", "wanda": "wanda", "rtn": "rtn"}
 _SEED = re.compile(r"_?(?:seed(\d+)|(\d+)seed)$")

@@ -22,13 +22,13 @@ from comptrust.compression.checkpoint import THIRD_PARTY, with_declared_base
 from comptrust.compression.methods import compressor_class, methods
 from comptrust.errors import ConfigError, DataError
 from comptrust.noise import Perturbation
-from comptrust.registry import TRUST_PERSPECTIVES
+from comptrust.registry import ReportMeasures
 from comptrust.store.record import RunSummary, read_summary
 from comptrust.store.runs import RunDir
 from comptrust.types import Sample, ScoredSample, stable_hash
 
-MEASURES: tuple[str, ...] = (*TRUST_PERSPECTIVES, "mmlu")
-"""The nine columns of the paper's table: eight trust perspectives, then MMLU."""
+MEASURES = ReportMeasures()
+"""The report's columns: the paper's nine (``PAPER_NINE``), then any other registered perspective."""
 
 # Methods a downloaded checkpoint may record that are no comptrust compressor (compression/checkpoint.py).
 THIRD_PARTY_NAMES = {"bitsandbytes": "bitsandbytes", "compressed-tensors": "compressed-tensors",

@@ -15,7 +15,7 @@ from pathlib import Path
 from comptrust.commands._common import add_threads, common_parser, print_summary
 from comptrust.commands.report import write_report_whole
 from comptrust.progress import Progress
-from comptrust.registry import TRUST_PERSPECTIVES, available_perspectives
+from comptrust.registry import PAPER_NINE, available_perspectives
 
 DEMO_SAMPLES = 2  # sampled scenarios draw 2 instead of 25 completions per prompt
 DEMO_MAX_NEW_TOKENS = 48  # a cap; classification scenarios already ask for <= 20
@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from comptrust.models import DEMO_ALIAS
 
     out = Path(args.out or "comptrust-runs/demo")
-    names = [p for p in (*TRUST_PERSPECTIVES, "mmlu") if p in available_perspectives()]
+    names = [p for p in PAPER_NINE if p in available_perspectives()]
     say = (lambda _m: None) if args.quiet else print
     say(f"comptrust demo: {DEMO_ALIAS} on the smoke suite ({', '.join(names)}); "
         f"{DEMO_SAMPLES} samples per sampled prompt, at most {DEMO_MAX_NEW_TOKENS} new tokens.")

@@ -245,7 +245,7 @@ def build_context(table: Table, found: dict[str, Any], paper: list[dict[str, Any
     bases = []
     for i, base in enumerate(table.bases):
         figs = figures.get(base.name, {})
-        compressed = [v for v in base.variants if not v.is_dense and base.dense is not None]
+        compressed = base.compressed()
         verdicts = {x["variant"]: x for x in found.get("verdicts", []) if x.get("base") == base.name}
         bases.append({
             "name": base.name, "anchor": f"base-{i}",
